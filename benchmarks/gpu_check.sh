@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One-shot GPU check of the fused branch, for a machine with a CUDA GPU, nvcc and CMake:
+# builds liblayover_kernels.so, runs the kernel tests (Triton and CUDA C++ against the
+# reference, custom op under CUDA graphs), then benchmarks/kernel.py. Everything lands in $OUT.
+#
+#   OUT=/some/dir bash benchmarks/gpu_check.sh        # PYTHON=... to pick the interpreter
+#   QUICK=1 ...                                        # batch 1 and 8 only, no torch.compile
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:?set OUT to a folder for the results}"
+PYTHON="${PYTHON:-python}"
+BUILD="${BUILD:-/tmp/layover-kernels-build}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{ nvidia-smi; nvcc --version; cmake --version | head -1
+  "$PYTHON" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
+  > "$OUT/environment.txt" 2>&1
+
+cmake -S . -B "$BUILD" -DCMAKE_CUDA_ARCHITECTURES=native > "$OUT/cmake.txt" 2>&1 \
+  && cmake --build "$BUILD" -j > "$OUT/build.txt" 2>&1
+build_rc=$?
+export LAYOVER_KERNELS_LIB="$BUILD/liblayover_kernels.so"
+
+"$PYTHON" -m pytest -q -rs tests/test_kernel_triton.py tests/test_kernel_cuda.py tests/test_kernel_op.py \
+  --junitxml="$OUT/pytest.xml" > "$OUT/pytest.txt" 2>&1
+test_rc=$?
+
+bench_args=(--out "$OUT/kernel-bench")
+[ "$build_rc" -eq 0 ] && bench_args+=(--cuda-lib "$LAYOVER_KERNELS_LIB")
+[ -n "${QUICK:-}" ] && bench_args+=(--batches 1 8 --no-compile --iters 50)
+"$PYTHON" benchmarks/kernel.py "${bench_args[@]}" > "$OUT/benchmark.txt" 2>&1
+bench_rc=$?
+
+echo "build rc=$build_rc  tests rc=$test_rc  benchmark rc=$bench_rc" | tee "$OUT/summary.txt"
+tail -n 3 "$OUT/pytest.txt" | tee -a "$OUT/summary.txt"
+[ -f "$OUT/kernel-bench/kernel.md" ] && cat "$OUT/kernel-bench/kernel.md"
+exit $(( build_rc || test_rc || bench_rc ))

@@ -1,0 +1,214 @@
+"""The fused branch against the memory-bandwidth limit, and RM vs LP end to end. Needs a GPU.
+
+For the paper's tap shapes (BiT-R50x3 @1-@3 at 448 px, Swin-B/L @1-@3 at 384 px) and batch
+1, 8, 32 in fp16 it times the eager PyTorch branch, its torch.compile, the Triton kernel and
+the CUDA C++ kernel (when --cuda-lib is given). Each is timed two ways: as called from Python
+(``call_us``, CPU launch overhead included: what eager inference pays) and replayed from a CUDA
+graph (``graph_us``: GPU time). Read bandwidth = bytes of h / graph_us, reported as a fraction of
+a device-to-device copy's bandwidth (read + write) measured in the same run. Then RM vs LP
+end-to-end latency on timm backbones (random weights, fp16, channels-last) under CUDA graphs.
+
+    python benchmarks/kernel.py --out runs/kernel-bench [--cuda-lib build/liblayover_kernels.so]
+
+Writes kernel.json and kernel.md under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from layover_edge.kernels import cuda_lib, fused_mix
+from layover_edge.kernels.cases import make_inputs
+from layover_edge.kernels.triton_fused_mix import fused_mix_triton
+
+# (name, layout, C, H, W, N): stage outputs of the paper's backbones; N = pre-logit width.
+SHAPES = [
+    ("BiT-R50x3@1 448", "NCHW", 768, 112, 112, 6144),
+    ("BiT-R50x3@2 448", "NCHW", 1536, 56, 56, 6144),
+    ("BiT-R50x3@3 448", "NCHW", 3072, 28, 28, 6144),
+    ("Swin-B@1 384", "NHWC", 128, 96, 96, 1024),
+    ("Swin-B@2 384", "NHWC", 256, 48, 48, 1024),
+    ("Swin-B@3 384", "NHWC", 512, 24, 24, 1024),
+    ("Swin-L@1 384", "NHWC", 192, 96, 96, 1536),
+    ("Swin-L@2 384", "NHWC", 384, 48, 48, 1536),
+    ("Swin-L@3 384", "NHWC", 768, 24, 24, 1536),
+]
+# (timm name, px, tapped module, its output layout): @1 = output of the first stage.
+E2E = [("resnetv2_50x3_bit", 448, "stages.0", "NCHW"), ("swin_base_patch4_window12_384", 384, "layers.0", "NHWC")]
+_POOL_DIMS = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}
+
+
+def eager_branch(h, z, w_rs, w_sl, b_sl, layout):
+    """The branch as the paper's code runs it: mean, Linear, sigmoid, gate, mix in z's dtype."""
+    h_hat = torch.sigmoid(F.linear(h.mean(_POOL_DIMS[layout]), w_rs))
+    alpha = torch.sigmoid(F.linear(z, w_sl[None], b_sl))
+    return alpha * h_hat + (1 - alpha) * z
+
+
+def median_us(fn, iters: int, repeats: int = 7) -> float:
+    """Median over ``repeats`` of the mean time per call of ``iters`` back-to-back calls."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / iters)
+    return statistics.median(times)
+
+
+def graph_of(fn, copies: int = 1) -> torch.cuda.CUDAGraph:
+    """``fn`` called ``copies`` times, captured once (warmed up on a side stream first)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(copies):
+            fn()
+    return graph
+
+
+def time_both(fn, iters: int) -> dict:
+    copies = 20
+    graph = graph_of(fn, copies)
+    return {"call_us": median_us(fn, iters), "graph_us": median_us(graph.replay, max(1, iters // copies)) / copies}
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * nbytes / (median_us(lambda: dst.copy_(src), 20) * 1e-6)
+
+
+def kernel_rows(batches, cuda_kernels, iters: int, compile_branch: bool) -> list[dict]:
+    torch._dynamo.config.cache_size_limit = 64
+    compiled = torch.compile(eager_branch) if compile_branch else None
+    rows = []
+    for name, layout, C, H, W, N in SHAPES:
+        for B in batches:
+            args = make_inputs(layout, B, C, H, W, N, dtype=torch.float16, weight_dtype=torch.float16,
+                               device="cuda", channels_last=layout == "NCHW")
+            impls = {"eager": eager_branch, "triton": fused_mix_triton}
+            if compiled is not None:
+                impls["compile"] = compiled
+            if cuda_kernels is not None:
+                impls["cuda"] = lambda *a: cuda_lib.fused_mix_cuda(cuda_kernels, *a)
+            row = {"shape": name, "layout": layout, "batch": B, "C": C, "H": H, "W": W, "N": N,
+                   "h_bytes": args[0].numel() * args[0].element_size()}
+            for impl, fn in impls.items():
+                row[impl] = time_both(lambda fn=fn: fn(*args, layout), iters)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def e2e_rows(batches, iters: int) -> list[dict]:
+    """LP vs RM latency (CUDA graph replay). RM taps the stage output with a forward hook, so
+    both run the same forward_features and differ by exactly the fused branch."""
+    import timm
+
+    rows = []
+    for model_name, px, tap, layout in E2E:
+        model = timm.create_model(model_name, pretrained=False).cuda().half().eval()
+        model = model.to(memory_format=torch.channels_last)
+        tapped = {}
+        model.get_submodule(tap).register_forward_hook(lambda mod, inp, out: tapped.update(h=out))
+        N = model.num_features
+        head = torch.nn.Linear(N, 80).cuda().half()
+        for B in batches:
+            x = torch.randn(B, 3, px, px, device="cuda", dtype=torch.half).contiguous(
+                memory_format=torch.channels_last)
+            with torch.no_grad():
+                model.forward_features(x)
+                C = tapped["h"].shape[1 if layout == "NCHW" else -1]
+                w_rs = torch.randn(N, C, device="cuda", dtype=torch.half) / C ** 0.5
+                w_sl = torch.randn(N, device="cuda", dtype=torch.half) / N ** 0.5
+                b_sl = torch.zeros(1, device="cuda", dtype=torch.half)
+
+                def lp():
+                    return head(model.forward_head(model.forward_features(x), pre_logits=True))
+
+                def rm():
+                    z = model.forward_head(model.forward_features(x), pre_logits=True)
+                    return head(fused_mix(tapped["h"], z, w_rs, w_sl, b_sl, layout))
+
+                t = {k: median_us(graph_of(fn).replay, iters) for k, fn in (("lp", lp), ("rm", rm))}
+            rows.append({"model": model_name, "px": px, "tap": tap, "layout": layout, "batch": B,
+                         "lp_us": t["lp"], "rm_us": t["rm"], "rm_over_lp": t["rm"] / t["lp"]})
+            print(json.dumps(rows[-1]), flush=True)
+        del model
+        torch.cuda.empty_cache()
+    return rows
+
+
+def markdown(meta: dict, rows: list[dict], e2e: list[dict]) -> str:
+    copy_bw = meta["copy_bandwidth_GBps"]
+    impls = [k for k in ("eager", "compile", "triton", "cuda") if rows and k in rows[0]]
+    fused = [k for k in ("triton", "cuda") if k in impls]
+    lines = [f"# Fused branch on {meta['gpu']} (fp16)", "",
+             f"torch {meta['torch']}, triton {meta['triton']}; device-to-device copy {copy_bw:.0f} GB/s "
+             "(read + write). Times in µs: `call` = Python call incl. launch overhead, `graph` = CUDA-graph "
+             "replay (GPU time). BW = bytes of h / graph time; % = of the copy bandwidth.", "",
+             "| shape | B | MB of h | " + " | ".join(f"{i} call / graph" for i in impls)
+             + "".join(f" | {i} BW GB/s (%)" for i in fused) + " | triton speedup vs eager (call, graph) |",
+             "|---|---|---|" + "---|" * (len(impls) + len(fused)) + "---|"]
+    for r in rows:
+        cells = " | ".join(f"{r[i]['call_us']:.1f} / {r[i]['graph_us']:.1f}" for i in impls)
+        for i in fused:
+            bw = r["h_bytes"] / (r[i]["graph_us"] * 1e-6) / 1e9
+            cells += f" | {bw:.0f} ({100 * bw / copy_bw:.0f}%)"
+        speed = (r["eager"]["call_us"] / r["triton"]["call_us"], r["eager"]["graph_us"] / r["triton"]["graph_us"])
+        lines.append(f"| {r['shape']} | {r['batch']} | {r['h_bytes'] / 1e6:.1f} | {cells} | "
+                     f"{speed[0]:.1f}×, {speed[1]:.1f}× |")
+    if e2e:
+        lines += ["", "## End to end, CUDA graphs (random weights, fp16, channels-last)", "",
+                  "| model | px | tap | B | LP ms | RM ms | RM/LP |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {e['model']} | {e['px']} | {e['tap']} | {e['batch']} | {e['lp_us'] / 1e3:.3f} | "
+                  f"{e['rm_us'] / 1e3:.3f} | {e['rm_over_lp']:.4f} |" for e in e2e]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--cuda-lib", help="liblayover_kernels.so; without it the CUDA C++ column is left out")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--e2e-batches", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end RM vs LP models")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/kernel.py needs a CUDA GPU")
+    import triton
+
+    meta = {"gpu": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
+            "torch": torch.__version__, "triton": triton.__version__, "host": platform.node(),
+            "copy_bandwidth_GBps": copy_bandwidth() / 1e9}
+    print(json.dumps(meta), flush=True)
+    lib = cuda_lib.load(a.cuda_lib) if a.cuda_lib else None
+    rows = kernel_rows(a.batches, lib, a.iters, not a.no_compile)
+    e2e = [] if a.no_e2e else e2e_rows(a.e2e_batches, max(10, a.iters // 5))
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "kernel.json").write_text(json.dumps({"meta": meta, "kernels": rows, "e2e": e2e}, indent=1))
+    (a.out / "kernel.md").write_text(markdown(meta, rows, e2e))
+    print(markdown(meta, rows, e2e))
+
+
+if __name__ == "__main__":
+    main()

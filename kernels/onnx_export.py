@@ -1,0 +1,72 @@
+"""ONNX forms of ``layover::fused_mix`` for ``torch.onnx.export(..., dynamo=True)``.
+
+``translation_table(plugin=False)`` emits the portable standard-op subgraph (ReduceMean, Gemm,
+Sigmoid, Mul, Add, Sub, all in float32 like the reference); ``translation_table(plugin=True)``
+emits one ``LayoverFusedMix`` node that TensorRT's ONNX parser maps to the IPluginV3 creator in
+``kernels/plugin`` (op_type = plugin name; ``plugin_version`` and ``plugin_namespace``
+attributes). The node lives in domain ``ai.onnx.contrib`` because that is the only custom
+domain whose Python ops ONNX Runtime (via onnxruntime-extensions) will run, which is how
+``ort_plugin.py`` checks the plugin graph without TensorRT.
+
+    torch.onnx.export(model, args, dynamo=True, custom_translation_table=translation_table(plugin))
+"""
+from __future__ import annotations
+
+import torch
+from onnx.defs import OpSchema
+from onnxscript import FLOAT
+from onnxscript import opset18 as op
+from onnxscript.values import Op, Opset
+
+PLUGIN_NAME = "LayoverFusedMix"
+PLUGIN_VERSION = "1"
+PLUGIN_NAMESPACE = "layover"
+PLUGIN_DOMAIN = "ai.onnx.contrib"
+# The plugin's integer ``layout`` attribute: the same codes as kernels/fused_mix.h.
+LAYOUT_CODES = {"NCHW": 0, "NHWC": 1, "NLC": 2}
+_POOL_AXES = {"NCHW": [2, 3], "NHWC": [1, 2], "NLC": [1]}
+
+
+
+def _plugin_schema() -> OpSchema:
+    """The exporter's tracer needs a schema to tell the node's inputs from its attributes."""
+    types = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
+    param = OpSchema.FormalParameter
+    attr = OpSchema.Attribute
+    return OpSchema(
+        PLUGIN_NAME, PLUGIN_DOMAIN, 1,
+        inputs=[param(n, t) for n, t in (("h", "TH"), ("z", "TZ"), ("w_rs", "TW"), ("w_sl", "TW"),
+                                         ("b_sl", "TW"))],
+        outputs=[param("z_mixed", "TZ")],
+        type_constraints=[(t, types, "") for t in ("TH", "TZ", "TW")],
+        attributes=[attr("layout", OpSchema.AttrType.INT, "0 NCHW, 1 NHWC, 2 NLC"),
+                    attr("plugin_version", OpSchema.AttrType.STRING, ""),
+                    attr("plugin_namespace", OpSchema.AttrType.STRING, "")])
+
+
+_plugin_op = Op(Opset(PLUGIN_DOMAIN, 1), PLUGIN_NAME, _plugin_schema())
+
+
+def fused_mix_standard_ops(h, z, w_rs, w_sl, b_sl, layout: str = "NCHW"):
+    """The reference's math as opset-18 ops, accumulated in float32, cast back to z's type."""
+    f32 = FLOAT.dtype
+    p = op.ReduceMean(op.Cast(h, to=f32), op.Constant(value_ints=_POOL_AXES[layout]), keepdims=0)
+    h_hat = op.Sigmoid(op.Gemm(p, op.Cast(w_rs, to=f32), transB=1))
+    zf = op.Cast(z, to=f32)
+    w_row = op.Reshape(op.Cast(w_sl, to=f32), op.Constant(value_ints=[1, -1]))
+    alpha = op.Sigmoid(op.Gemm(zf, w_row, op.Cast(b_sl, to=f32), transB=1))
+    mixed = op.Add(op.Mul(alpha, h_hat), op.Mul(op.Sub(op.Constant(value_float=1.0), alpha), zf))
+    return op.CastLike(mixed, z)
+
+
+def fused_mix_plugin_node(h, z, w_rs, w_sl, b_sl, layout: str = "NCHW"):
+    """One plugin node; the weights stay node inputs (initializers), the layout an int attribute."""
+    return _plugin_op(
+        h, z, w_rs, w_sl, b_sl, layout=LAYOUT_CODES[layout],
+        plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
+
+
+def translation_table(plugin: bool = False) -> dict:
+    """``custom_translation_table`` for torch.onnx.export: plugin node or standard ops."""
+    fn = fused_mix_plugin_node if plugin else fused_mix_standard_ops
+    return {torch.ops.layover.fused_mix.default: fn}

@@ -1,0 +1,85 @@
+"""``torch.ops.layover.fused_mix``: the branch as one custom op.
+
+CPU runs the PyTorch reference, CUDA runs the Triton kernel (the reference when Triton is
+missing). The fake impl lets torch.compile and torch.export trace through it; the backward is
+analytic PyTorch, so fine-tuning gets gradients for h, z, w_rs, w_sl and b_sl without a
+backward kernel (training is not the latency path).
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from .reference import check_layout, fused_mix_reference
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+_POOL_DIMS = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}
+
+
+def _acc_dtype(h: torch.Tensor, z: torch.Tensor) -> torch.dtype:
+    """float32 as the contract says; float64 inputs stay float64 so gradcheck can run."""
+    return torch.float64 if h.dtype == z.dtype == torch.float64 else torch.float32
+
+
+def _branch(h, z, w_rs, w_sl, b_sl, layout, acc):
+    """(p, ĥ, α) in dtype ``acc``: the reference's math, shared by the float64 forward and backward."""
+    p = h.to(acc).mean(dim=_POOL_DIMS[layout])
+    h_hat = torch.sigmoid(p @ w_rs.to(acc).t())
+    alpha = torch.sigmoid(z.to(acc) @ w_sl.to(acc).reshape(-1, 1) + b_sl.to(acc).reshape(1, 1))
+    return p, h_hat, alpha
+
+
+@torch.library.custom_op("layover::fused_mix", mutates_args=())
+def fused_mix(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor,
+              b_sl: torch.Tensor, layout: str = "NCHW") -> torch.Tensor:
+    """z' = α·sigmoid(W_rs·pool(h)) + (1−α)·z with α = sigmoid(w_sl·z + b_sl); see reference.py."""
+    if _acc_dtype(h, z) == torch.float64:
+        check_layout(h, layout, w_rs.shape[1])
+        _, h_hat, alpha = _branch(h, z, w_rs, w_sl, b_sl, layout, torch.float64)
+        return alpha * h_hat + (1 - alpha) * z
+    return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout)
+
+
+@fused_mix.register_kernel("cuda")
+def _fused_mix_cuda(h, z, w_rs, w_sl, b_sl, layout="NCHW"):
+    if not HAS_TRITON:
+        return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout)
+    # Imported here, not at module load: Triton fixes interpret-vs-compile at import time.
+    from .triton_fused_mix import fused_mix_triton
+    return fused_mix_triton(h, z, w_rs, w_sl, b_sl, layout)
+
+
+@fused_mix.register_fake
+def _fused_mix_fake(h, z, w_rs, w_sl, b_sl, layout="NCHW"):
+    check_layout(h, layout, w_rs.shape[1])
+    return z.new_empty(z.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    h, z, w_rs, w_sl, b_sl, layout = inputs
+    ctx.layout = layout
+    ctx.save_for_backward(h, z, w_rs, w_sl, b_sl)
+
+
+def _backward(ctx, grad):
+    h, z, w_rs, w_sl, b_sl = ctx.saved_tensors
+    layout = ctx.layout
+    acc = _acc_dtype(h, z)
+    g, zf, w, wsl = grad.to(acc), z.to(acc), w_rs.to(acc), w_sl.to(acc)
+    p, h_hat, alpha = _branch(h, z, w_rs, w_sl, b_sl, layout, acc)  # (B, C), (B, N), (B, 1)
+    d_pre = alpha * g * h_hat * (1 - h_hat)                        # dL/d(W_rs·p)
+    d_logit = (g * (h_hat - zf)).sum(1, keepdim=True) * alpha * (1 - alpha)
+    dp = d_pre @ w / (h.numel() // (h.shape[0] * w.shape[1]))      # mean -> divide by H·W or L
+    view = {"NCHW": (slice(None), slice(None), None, None),
+            "NHWC": (slice(None), None, None, slice(None)),
+            "NLC": (slice(None), None, slice(None))}[layout]
+    return (dp[view].expand(h.shape).to(h.dtype),
+            ((1 - alpha) * g + d_logit * wsl).to(z.dtype),
+            (d_pre.t() @ p).to(w_rs.dtype),
+            (d_logit * zf).sum(0).reshape(w_sl.shape).to(w_sl.dtype),
+            d_logit.sum().reshape(b_sl.shape).to(b_sl.dtype),
+            None)
+
+
+fused_mix.register_autograd(_backward, setup_context=_setup_context)

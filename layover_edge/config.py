@@ -1,0 +1,71 @@
+"""Every default in one place: the model a checkpoint describes and the paper's training recipe."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import LayoverError
+
+METHODS = ("lp", "rm", "ft")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model: stored as ``config.json`` in every checkpoint."""
+
+    backbone: str
+    num_classes: int
+    method: str = "rm"
+    tap: int = 1
+    rs: str = "linear"
+    weights: str = "pretrained"  # "pretrained" (timm hub), "none" (random) or a file path
+    image_size: int | None = None  # None: the backbone's pretrained config
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
+    labels: list[str] = field(default_factory=list)
+    thresholds: list[float] | None = None  # per class; None means 0.5 for every class
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise LayoverError(f"unknown method {self.method!r}; choose one of {METHODS}")
+        if self.labels and len(self.labels) != self.num_classes:
+            raise LayoverError(f"{len(self.labels)} label names for {self.num_classes} classes")
+        if not self.labels:
+            self.labels = [f"class_{i}" for i in range(self.num_classes)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise LayoverError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("mean", "std"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    """The paper's recipe (appendix A.2) plus the official code's unstated choices."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.1                 # OneCycle max lr for the head
+    backbone_lr: float = 0.01       # OneCycle max lr for fine-tuned backbone weights (FT)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4      # official code, commit ec54d1a
+    pct_start: float = 0.2          # official code
+    grad_clip: float = 1.0          # official code; 0 disables
+    num_workers: int = 0
+    seed: int = 0
+    amp: bool = True                # autocast on CUDA only
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,75 @@
+"""From data set items to model batches: the per-backbone transform, and loading that skips
+unreadable images (counted and listed) instead of stopping a long run."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2 as T
+
+from ..config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_transform(cfg: ModelConfig):
+    """Resize to a square (the official code's ``Warp``), to float, normalise. Training adds no
+    augmentation: the paper found cutout/RandAugment made no difference in 30 epochs."""
+    mode = T.InterpolationMode(cfg.interpolation or "bilinear")
+    return T.Compose([
+        T.ToImage(),
+        T.Resize((cfg.image_size, cfg.image_size), interpolation=mode, antialias=True),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+    ])
+
+
+class Transformed(Dataset):
+    """(image, target) items -> (tensor, target, index); an unreadable image yields None."""
+
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            image, target = self.dataset[i]
+            if not isinstance(image, Image.Image):
+                raise ValueError(f"expected a PIL image, got {type(image).__name__}")
+            x = self.transform(image.convert("RGB"))
+        except (OSError, ValueError) as e:
+            return None, i, str(e)
+        return x, torch.as_tensor(target), i
+
+
+@dataclass
+class Skipped:
+    """Images that could not be read, with the reason, reported at the end of a run."""
+
+    items: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, index: int, reason: str) -> None:
+        log.warning("skipping image %d: %s", index, reason)
+        self.items.append((index, reason))
+
+
+def collate(batch):
+    good = [b for b in batch if b[0] is not None]
+    bad = [(b[1], b[2]) for b in batch if b[0] is None]
+    if not good:
+        return None, None, torch.empty(0, dtype=torch.long), bad
+    xs, ys, idx = zip(*good)
+    return torch.stack(xs), torch.stack(ys), torch.tensor(idx), bad
+
+
+def image_loader(dataset, cfg: ModelConfig, batch_size: int, shuffle: bool = False,
+                 num_workers: int = 0, sampler=None, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(Transformed(dataset, build_transform(cfg)), batch_size=batch_size,
+                      shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate, generator=g, persistent_workers=num_workers > 0)

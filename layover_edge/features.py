@@ -1,0 +1,154 @@
+"""The feature cache: the frozen backbone runs once per image and every head trains from here.
+
+A cache directory holds, per image, the mean-pooled output of every stage tap and the
+pre-logits z (float16 ``.npy`` files, memory-mapped), the targets, and a validity mask for
+images that could not be read. ``manifest.json`` names what produced it (backbone, weights,
+transform, data set fingerprint); a cache whose manifest differs from the request is refused.
+Extraction records its progress after every batch, so an interrupted run resumes where it
+stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import ModelConfig
+from .data import Skipped, image_loader
+from .errors import LayoverError
+from .io import write_json
+from .kernels import pool
+from .models import build_backbone
+
+VERSION = 1
+
+
+def weights_id(cfg: ModelConfig) -> str:
+    """What identifies the backbone weights: the timm tag, 'none', or the file's sha256."""
+    if cfg.weights in ("pretrained", "none"):
+        return f"{cfg.weights}:{cfg.backbone}"
+    digest = hashlib.sha256()
+    with open(cfg.weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def manifest_for(cfg: ModelConfig, dataset, split: str) -> dict:
+    return {
+        "version": VERSION,
+        "backbone": cfg.backbone,
+        "weights": weights_id(cfg),
+        "image_size": cfg.image_size,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "interpolation": cfg.interpolation,
+        "dataset": dataset.fingerprint(),
+        "split": split,
+        "num_images": len(dataset),
+        "classes": list(dataset.classes),
+    }
+
+
+class FeatureCache:
+    """Read side of a finished cache: ``tensors(tap)`` gives (pooled tap, z, targets) rows."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest = json.loads((self.root / "manifest.json").read_text())
+        if not self.manifest.get("complete"):
+            raise LayoverError(f"feature cache {self.root} is incomplete; run extraction again to resume")
+        self.valid = np.load(self.root / "valid.npy")
+        self.skipped = json.loads((self.root / "skipped.json").read_text())
+
+    @property
+    def taps(self) -> list[int]:
+        return list(self.manifest["taps"])
+
+    def _array(self, name: str) -> np.ndarray:
+        return np.load(self.root / f"{name}.npy", mmap_mode="r")
+
+    def tensors(self, tap: int | None) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        if tap is not None and tap not in self.taps:
+            raise LayoverError(f"tap @{tap} is not in cache {self.root} (has {self.taps})")
+        keep = np.flatnonzero(self.valid)
+        z = torch.from_numpy(np.asarray(self._array("z")[keep], dtype=np.float32))
+        y = torch.from_numpy(np.asarray(self._array("targets")[keep], dtype=np.float32))
+        p = None if tap is None else torch.from_numpy(np.asarray(self._array(f"tap{tap}")[keep], dtype=np.float32))
+        return p, z, y
+
+
+def _open_arrays(root: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]], fresh: bool) -> dict:
+    mode = "w+" if fresh else "r+"
+    return {name: np.lib.format.open_memmap(root / f"{name}.npy", mode=mode, dtype=dt, shape=shape)
+            for name, (shape, dt) in shapes.items()}
+
+
+@torch.inference_mode()
+def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, batch_size: int = 64,
+                     device: str = "cpu", num_workers: int = 0, progress: bool = True) -> FeatureCache:
+    """Run the backbone over ``dataset`` once and store every stage tap; resumes if interrupted."""
+    root = Path(root)
+    with torch.device("meta"):  # shapes and data config without loading any weights
+        meta = build_backbone(cfg, taps=None, load_weights=False)
+    taps = meta.taps
+    want = manifest_for(cfg, dataset, split) | {"taps": taps, "tap_channels": meta.tap_channels,
+                                                 "num_features": meta.num_features}
+    n, k = len(dataset), len(dataset.classes)
+    if n == 0:
+        raise LayoverError(f"split {split!r} of the data set is empty")
+    done, skipped = 0, Skipped()
+    have_file = root / "manifest.json"
+    if have_file.is_file():
+        have = json.loads(have_file.read_text())
+        diff = sorted(key for key in want if have.get(key) != want[key])
+        if diff:
+            raise LayoverError(f"feature cache {root} was made for something else (differs in: "
+                               f"{', '.join(diff)}); choose another --cache directory or delete it")
+        if have.get("complete"):
+            return FeatureCache(root)
+        state = json.loads((root / "progress.json").read_text()) if (root / "progress.json").is_file() else {}
+        done = int(state.get("done", 0))
+        skipped.items = [tuple(s) for s in state.get("skipped", [])]
+    root.mkdir(parents=True, exist_ok=True)
+    backbone = build_backbone(cfg, taps=None).to(device).eval()
+    f16 = np.dtype(np.float16)
+    shapes = {f"tap{t}": ((n, c), f16) for t, c in zip(taps, backbone.tap_channels)}
+    shapes |= {"z": ((n, backbone.num_features), f16), "targets": ((n, k), np.dtype(np.int8)),
+               "valid": ((n,), np.dtype(bool))}
+    arrays = _open_arrays(root, shapes, fresh=done == 0)
+    if done == 0:
+        write_json(have_file, want | {"complete": False})
+
+    indices = list(range(done, n))
+    loader = image_loader(torch.utils.data.Subset(dataset, indices), cfg, batch_size, num_workers=num_workers)
+    bar = tqdm(total=n, initial=done, desc=f"features {split}", unit="img", disable=not progress)
+    t0 = time.perf_counter()
+    for x, y, idx, bad in loader:
+        for i, reason in bad:
+            skipped.add(indices[i], reason)
+        count = len(idx) + len(bad)
+        if x is not None:
+            rows = np.array([indices[i] for i in idx.tolist()])
+            outs, z = backbone(x.to(device))
+            for t, h in zip(taps, outs):
+                arrays[f"tap{t}"][rows] = pool(h, backbone.layout(h)).cpu().numpy().astype(f16)
+            arrays["z"][rows] = z.float().cpu().numpy().astype(f16)
+            arrays["targets"][rows] = y.numpy().astype(np.int8)
+            arrays["valid"][rows] = True
+        done += count
+        for a in arrays.values():
+            a.flush()
+        write_json(root / "progress.json", {"done": done, "skipped": skipped.items})
+        bar.update(count)
+    bar.close()
+    write_json(root / "skipped.json", [{"index": i, "reason": r} for i, r in skipped.items])
+    seconds = time.perf_counter() - t0
+    write_json(have_file, want | {"complete": True, "seconds": round(seconds, 3),
+                                  "skipped": len(skipped.items)})
+    return FeatureCache(root)

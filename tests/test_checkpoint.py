@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+
+from layover_edge.checkpoint import load_checkpoint, read_config, save_checkpoint
+from layover_edge.config import ModelConfig
+from layover_edge.errors import LayoverError
+from layover_edge.models import build_model
+
+
+def cfg(**kw):
+    return ModelConfig(**({"backbone": "test_convnext", "num_classes": 3, "weights": "none", "image_size": 48,
+                           "labels": ["a", "b", "c"]} | kw))
+
+
+@pytest.mark.parametrize("method", ["lp", "rm", "ft"])
+def test_round_trip_gives_identical_outputs(tmp_path, method):
+    torch.manual_seed(0)
+    c = cfg(method=method)
+    model = build_model(c).eval()
+    save_checkpoint(model, c, tmp_path / "ckpt")
+    loaded, c2 = load_checkpoint(tmp_path / "ckpt")
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert c2 == c
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["backbone.safetensors", "config.json",
+                                                                     "head.safetensors"]
+
+
+def test_pretrained_lp_rm_checkpoints_store_only_the_head(tmp_path):
+    c = cfg(weights="pretrained", method="rm")
+    model = build_model(c, load_weights=False)
+    save_checkpoint(model, c, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "backbone.safetensors").exists()
+
+
+def test_truncated_and_foreign_checkpoints_are_refused(tmp_path):
+    c = cfg(method="rm")
+    save_checkpoint(build_model(c), c, tmp_path / "ckpt")
+    head = tmp_path / "ckpt" / "head.safetensors"
+    head.write_bytes(head.read_bytes()[:100])
+    with pytest.raises(LayoverError, match="cannot read"):
+        load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(LayoverError, match="not a layover-edge checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_checkpoint_from_another_backbone_is_refused(tmp_path):
+    c = cfg(method="rm")
+    save_checkpoint(build_model(c), c, tmp_path / "ckpt")
+    doc = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    doc["model"]["backbone"] = "test_resnet"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(LayoverError, match="does not match"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_failed_save_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
+    c = cfg(method="lp")
+    model = build_model(c)
+    save_checkpoint(model, c, tmp_path / "ckpt")
+    before = (tmp_path / "ckpt" / "head.safetensors").read_bytes()
+    import layover_edge.checkpoint as ck
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(model, c, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "head.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_read_config_names_bad_json(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(LayoverError, match="not valid JSON"):
+        read_config(tmp_path)

@@ -1,0 +1,69 @@
+"""The root CMakeLists.txt builds the CUDA kernel (and, given TensorRT headers, the plugin).
+
+Compiles for one architecture (sm_87) to stay fast; nothing here needs a GPU. The plugin part
+needs the TensorRT 10+ headers: set TENSORRT_INCLUDE_DIR (e.g. the include/ folder of the
+NVIDIA/TensorRT repository at tag v10.3.0) or TENSORRT_ROOT.
+"""
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from layover_edge.kernels import cuda_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("nvcc")),
+                                reason="needs cmake and nvcc on PATH")
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    build = tmp_path_factory.mktemp("cmake-build")
+    configure = ["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_CUDA_ARCHITECTURES=87"]
+    if os.environ.get("TENSORRT_INCLUDE_DIR"):
+        configure.append(f"-DTENSORRT_INCLUDE_DIR={os.environ['TENSORRT_INCLUDE_DIR']}")
+    subprocess.run(configure, check=True, capture_output=True, text=True)
+    subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2)], check=True,
+                   capture_output=True, text=True)
+    return build
+
+
+def test_kernel_library_exports_the_c_launcher(build_dir):
+    lib = cuda_lib.load(str(build_dir / "liblayover_kernels.so"))
+    for name in ("layover_fused_mix", "layover_fused_mix_workspace_size",
+                 "layover_fused_mix_max_workspace_size"):
+        assert hasattr(lib, name)
+
+
+def test_workspace_bound_covers_every_batch_and_format(build_dir):
+    # The TensorRT plugin sizes its workspace once, at build time, from this bound.
+    lib = cuda_lib.load(str(build_dir / "liblayover_kernels.so"))
+    lib.layover_fused_mix_max_workspace_size.restype = ctypes.c_size_t
+    lib.layover_fused_mix_max_workspace_size.argtypes = [ctypes.c_int64, ctypes.c_int64]
+    for C, S in ((768, 112 * 112), (128, 96 * 96), (1024, 144), (3, 1)):
+        bound = lib.layover_fused_mix_max_workspace_size(32, C)
+        for B in (1, 2, 7, 8, 31, 32):
+            for channels_last in (False, True):
+                args = cuda_lib.FusedMixArgs(B=B, C=C, S1=1, S2=S, N=16, h_stride_c=1 if channels_last else S,
+                                             h_stride_s2=C if channels_last else 1)
+                need = lib.layover_fused_mix_workspace_size(ctypes.byref(args))
+                assert 0 < need <= bound, (C, S, B, channels_last)
+
+
+def test_invalid_arguments_need_no_workspace(build_dir):
+    lib = cuda_lib.load(str(build_dir / "liblayover_kernels.so"))
+    args = cuda_lib.FusedMixArgs(B=1, C=4, S1=1, S2=4, N=2, h_dtype=9)
+    assert lib.layover_fused_mix_workspace_size(ctypes.byref(args)) == 0
+
+
+def test_tensorrt_plugin_builds_and_passes_host_checks(build_dir):
+    plugin = build_dir / "liblayover_plugins.so"
+    if not plugin.exists():
+        pytest.skip("TensorRT headers not found: set TENSORRT_INCLUDE_DIR to build the plugin")
+    lib = ctypes.CDLL(str(plugin))
+    assert hasattr(lib, "getCreators") and hasattr(lib, "setLoggerFinder")
+    result = subprocess.run([str(build_dir / "layover_plugin_check")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
