@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One-shot GPU check of the fused branch, for a machine with a CUDA GPU, nvcc and CMake:
 # builds liblayover_kernels.so, runs the kernel tests (Triton and CUDA C++ against the
-# reference, custom op under CUDA graphs), then benchmarks/kernel.py. Everything lands in $OUT.
+# reference, custom op under CUDA graphs), then benchmarks/kernel.py, then the LP/RM/FT latency benchmark
+# (benchmarks/latency.py: the paper's BiT-R50x3 @448 and Swin-B @384, random weights, no download,
+# batch 1 and 16, PyTorch eager and CUDA graphs in fp16, RM through the fused Triton op). Everything
+# lands in $OUT.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh        # PYTHON=... to pick the interpreter
 #   QUICK=1 ...                                        # batch 1 and 8 only, no torch.compile
@@ -23,6 +26,7 @@ build_rc=$?
 export LAYOVER_KERNELS_LIB="$BUILD/liblayover_kernels.so"
 
 "$PYTHON" -m pytest -q -rs tests/test_kernel_triton.py tests/test_kernel_cuda.py tests/test_kernel_op.py \
+  tests/test_runtime_torch.py \
   --junitxml="$OUT/pytest.xml" > "$OUT/pytest.txt" 2>&1
 test_rc=$?
 
@@ -32,7 +36,17 @@ bench_args=(--out "$OUT/kernel-bench")
 "$PYTHON" benchmarks/kernel.py "${bench_args[@]}" > "$OUT/benchmark.txt" 2>&1
 bench_rc=$?
 
-echo "build rc=$build_rc  tests rc=$test_rc  benchmark rc=$bench_rc" | tee "$OUT/summary.txt"
+latency_rc=0
+latency_modes=(eager graph); [ -n "${COMPILE:-}" ] && latency_modes+=(compile)  # COMPILE=1: + torch.compile (minutes)
+for spec in resnetv2_50x3_bit.goog_in21k:448 swin_base_patch4_window12_384.ms_in22k:384; do
+  name="${spec%%:*}"
+  "$PYTHON" benchmarks/latency.py --backbone "$name" --image-size "${spec##*:}" --weights none --device cuda \
+    --batches 1 16 --formats torch --precisions fp16 --modes "${latency_modes[@]}" --quiet \
+    --out "$OUT/latency/${name%%.*}" > "$OUT/latency-${name%%.*}.txt" 2>&1 || latency_rc=1
+done
+
+echo "build rc=$build_rc  tests rc=$test_rc  benchmark rc=$bench_rc  latency rc=$latency_rc" | tee "$OUT/summary.txt"
 tail -n 3 "$OUT/pytest.txt" | tee -a "$OUT/summary.txt"
 [ -f "$OUT/kernel-bench/kernel.md" ] && cat "$OUT/kernel-bench/kernel.md"
-exit $(( build_rc || test_rc || bench_rc ))
+cat "$OUT"/latency/*/bench.md 2>/dev/null
+exit $(( build_rc || test_rc || bench_rc || latency_rc ))

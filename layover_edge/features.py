@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ModelConfig
-from .data import Skipped, image_loader
+from . import distributed
+from .data import Skipped, image_loader, skipped_report
 from .errors import LayoverError
 from .io import write_json
 from .kernels import pool
@@ -89,10 +90,32 @@ def _open_arrays(root: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]
             for name, (shape, dt) in shapes.items()}
 
 
+def _progress_name(rank: int, world: int) -> str:
+    return "progress.json" if world == 1 else f"progress.{rank}of{world}.json"
+
+
+def _read_progress(root: Path, world: int) -> dict[int, dict]:
+    """Per-rank progress of an interrupted extraction; refuses one left by another process count."""
+    states = {}
+    for f in sorted(root.glob("progress*.json")):
+        state = json.loads(f.read_text())
+        names = {_progress_name(r, world): r for r in range(world)}
+        if f.name in names:
+            states[names[f.name]] = state
+        elif state.get("done", 0) > 0:
+            raise LayoverError(f"feature cache {root} was partly extracted by a different number of processes "
+                               f"({f.name}); resume with that many, or delete the directory")
+    return states
+
+
 @torch.inference_mode()
 def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, batch_size: int = 64,
                      device: str = "cpu", num_workers: int = 0, progress: bool = True) -> FeatureCache:
-    """Run the backbone over ``dataset`` once and store every stage tap; resumes if interrupted."""
+    """Run the backbone over ``dataset`` once and store every stage tap; resumes if interrupted.
+
+    Under torchrun every rank extracts every N-th image into the shared arrays (one machine:
+    the ranks' writes meet in its page cache) and rank 0 finalises the cache after a barrier.
+    """
     root = Path(root)
     with torch.device("meta"):  # shapes and data config without loading any weights
         meta = build_backbone(cfg, taps=None, load_weights=False)
@@ -102,7 +125,8 @@ def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, ba
     n, k = len(dataset), len(dataset.classes)
     if n == 0:
         raise LayoverError(f"split {split!r} of the data set is empty")
-    done, skipped = 0, Skipped()
+    world, me = distributed.world_size(), distributed.rank()
+    states: dict[int, dict] = {}
     have_file = root / "manifest.json"
     if have_file.is_file():
         have = json.loads(have_file.read_text())
@@ -112,23 +136,31 @@ def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, ba
                                f"{', '.join(diff)}); choose another --cache directory or delete it")
         if have.get("complete"):
             return FeatureCache(root)
-        state = json.loads((root / "progress.json").read_text()) if (root / "progress.json").is_file() else {}
-        done = int(state.get("done", 0))
-        skipped.items = [tuple(s) for s in state.get("skipped", [])]
-    root.mkdir(parents=True, exist_ok=True)
+        states = _read_progress(root, world)
+    fresh = not any(s.get("done", 0) for s in states.values())
+    done = int(states.get(me, {}).get("done", 0))
+    skipped = Skipped([tuple(s) for s in states.get(me, {}).get("skipped", [])])
     backbone = build_backbone(cfg, taps=None).to(device).eval()
     f16 = np.dtype(np.float16)
     shapes = {f"tap{t}": ((n, c), f16) for t, c in zip(taps, backbone.tap_channels)}
     shapes |= {"z": ((n, backbone.num_features), f16), "targets": ((n, k), np.dtype(np.int8)),
                "valid": ((n,), np.dtype(bool))}
-    arrays = _open_arrays(root, shapes, fresh=done == 0)
-    if done == 0:
-        write_json(have_file, want | {"complete": False})
+    distributed.barrier()  # every rank has read the old state before rank 0 replaces it
+    if distributed.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            _open_arrays(root, shapes, fresh=True)
+            write_json(have_file, want | {"complete": False})
+    distributed.barrier()
+    arrays = _open_arrays(root, shapes, fresh=False)
 
-    indices = list(range(done, n))
+    indices = distributed.shard(list(range(n)))[done:]
+    mine = len(indices) + done
     loader = image_loader(torch.utils.data.Subset(dataset, indices), cfg, batch_size, num_workers=num_workers)
-    bar = tqdm(total=n, initial=done, desc=f"features {split}", unit="img", disable=not progress)
+    bar = tqdm(total=mine, initial=done, desc=f"features {split}" + (f" (rank 0 of {world})" if world > 1 else ""),
+               unit="img", disable=not progress or me != 0)
     t0 = time.perf_counter()
+    progress_file = root / _progress_name(me, world)
     for x, y, idx, bad in loader:
         for i, reason in bad:
             skipped.add(indices[i], reason)
@@ -144,11 +176,14 @@ def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, ba
         done += count
         for a in arrays.values():
             a.flush()
-        write_json(root / "progress.json", {"done": done, "skipped": skipped.items})
+        write_json(progress_file, {"done": done, "skipped": skipped.items})
         bar.update(count)
     bar.close()
-    write_json(root / "skipped.json", [{"index": i, "reason": r} for i, r in skipped.items])
-    seconds = time.perf_counter() - t0
-    write_json(have_file, want | {"complete": True, "seconds": round(seconds, 3),
-                                  "skipped": len(skipped.items)})
+    distributed.barrier()
+    if distributed.is_main():
+        merged = sorted(tuple(s) for state in _read_progress(root, world).values() for s in state.get("skipped", []))
+        write_json(root / "skipped.json", skipped_report(dataset, merged))
+        write_json(have_file, want | {"complete": True, "seconds": round(time.perf_counter() - t0, 3),
+                                      "skipped": len(merged), "processes": world})
+    distributed.barrier()
     return FeatureCache(root)

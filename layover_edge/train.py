@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .errors import LayoverError
@@ -44,13 +45,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 class CachedBatches:
-    """Mini-batches of cached features (pooled tap, z) with their targets; reshuffled every pass."""
+    """Mini-batches of cached features (pooled tap, z) with their targets; reshuffled every pass.
+    ``skipped`` lists the images extraction could not read, as (index, reason)."""
 
     def __init__(self, p: torch.Tensor | None, z: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 shuffle: bool, seed: int = 0):
+                 shuffle: bool, seed: int = 0, skipped: list[tuple[int, str]] | None = None):
         if len(z) == 0:
             raise LayoverError("no usable images in this split of the feature cache")
         self.p, self.z, self.y = p, z, y
+        self.skipped = list(skipped or [])
         self.batch_size, self.shuffle = batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -66,18 +69,33 @@ class CachedBatches:
 
 
 class ImageBatches:
-    """Adapts an ``image_loader`` to (inputs, targets) batches, counting unreadable images."""
+    """Adapts an ``image_loader`` to (inputs, targets) batches, counting unreadable images.
+
+    ``order`` holds the data set indices of the last pass's rows (to gather sharded
+    predictions); ``set_epoch`` reseeds a DistributedSampler, so a resumed run draws the
+    same order as an uninterrupted one."""
 
     def __init__(self, loader):
-        self.loader, self.skipped = loader, []
+        self.loader, self.order = loader, []
+        self._skipped: dict[int, str] = {}
+
+    @property
+    def skipped(self) -> list[tuple[int, str]]:
+        return sorted(self._skipped.items())
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.loader.sampler, "set_epoch"):
+            self.loader.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for x, y, _idx, bad in self.loader:
-            self.skipped.extend(bad)
+        self.order = []
+        for x, y, idx, bad in self.loader:
+            self._skipped.update(bad)
             if x is not None:
+                self.order.append(idx)
                 yield (x,), y
 
 
@@ -107,6 +125,8 @@ def predict(model: LayoverModel, batches: Iterable[Batch], device: torch.device,
     out = {"scores": torch.cat(scores), "targets": torch.cat(targets)}
     if alphas:
         out["alpha"] = torch.cat(alphas)
+    if isinstance(batches, ImageBatches):  # sharded under torchrun: every rank gets all rows
+        out = distributed.gather_rows(out, torch.cat(batches.order))
     return out
 
 
@@ -135,6 +155,7 @@ class FitResult:
     history: list[dict]
     seconds: float
     checkpoint: Path
+    skipped: dict[str, list[dict]] = field(default_factory=dict)  # split -> unreadable images
 
 
 def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -144,11 +165,21 @@ def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.T
 def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterable[Batch],
         val: Iterable[Batch], out: str | Path, resume: bool = False, progress: bool = True,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train, validate every epoch, keep the best checkpoint in ``out/best``."""
+    """Train, validate every epoch, keep the best checkpoint in ``out/best``.
+
+    Under torchrun, image batches train through DistributedDataParallel and only rank 0
+    writes files; cached batches are trained by one process (see ``distributed``).
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(tcfg.device)
     model.to(device)
+    step_model = None  # the DDP wrapper, whose forward syncs gradients
+    if distributed.world_size() > 1 and isinstance(train, ImageBatches):
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index or 0] if device.type == "cuda" else None)
     opt, sched = build_optimizer(model, cfg, tcfg, len(train))
     scaler = torch.amp.GradScaler("cuda", enabled=tcfg.amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
@@ -166,12 +197,17 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
 
     for epoch in range(start, tcfg.epochs):
         t0 = time.perf_counter()
-        model.train()
+        (step_model or model).train()
+        if isinstance(train, ImageBatches):
+            train.set_epoch(epoch)
         total, count = 0.0, 0
         for inputs, y in tqdm(train, desc=f"{cfg.method} epoch {epoch + 1}/{tcfg.epochs}",
-                              leave=False, disable=not progress):
+                              leave=False, disable=not progress or not main):
             with _autocast(device, tcfg.amp):
-                logits, _ = forward_batch(model, inputs, device)
+                if step_model is not None:
+                    logits = step_model(inputs[0].to(device, non_blocking=True))
+                else:
+                    logits, _ = forward_batch(model, inputs, device)
                 loss = soft_margin_loss(logits, y.to(device))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -183,22 +219,29 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
             sched.step()
             total += loss.item() * len(y)
             count += len(y)
+        if step_model is not None:  # the epoch's loss over all ranks' images
+            total, count = map(sum, zip(*distributed.all_gather_objects((total, count))))
         elapsed += time.perf_counter() - t0
         pred = predict(model, val, device, tcfg.amp)
         metrics = multilabel_metrics(pred["scores"].numpy(), pred["targets"].numpy())
         row = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": round(elapsed, 3),
                **{k: metrics[k] for k in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")}}
         history.append(row)
-        if metrics["mAP"] > best["mAP"]:
+        improved = metrics["mAP"] > best["mAP"]
+        if improved:
             best, best_epoch = row, epoch + 1
-            save_checkpoint(model, cfg, out / "best", extra={"epoch": epoch + 1, "metrics": row,
-                                                             "train": tcfg.to_dict()})
-        write_json(out / "metrics.json", {"method": cfg.method, "history": history,
-                                          "best_epoch": best_epoch, "best": best})
-        with atomic_path(state_file) as tmp:
-            torch.save({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "history": history, "best": best,
-                        "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed}, tmp)
+        if main:
+            if improved:
+                save_checkpoint(model, cfg, out / "best", extra={"epoch": epoch + 1, "metrics": row,
+                                                                 "train": tcfg.to_dict()})
+            write_json(out / "metrics.json", {"method": cfg.method, "history": history,
+                                              "best_epoch": best_epoch, "best": best})
+            with atomic_path(state_file) as tmp:
+                torch.save({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "history": history, "best": best,
+                            "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed}, tmp)
         if on_epoch:
             on_epoch(row)
+    if step_model is not None:
+        distributed.barrier()  # rank 0's files are complete before anyone reads them
     return FitResult(best_epoch, best, history, elapsed, out / "best")

@@ -3,6 +3,7 @@ unreadable images (counted and listed) instead of stopping a long run."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +14,15 @@ from torchvision.transforms import v2 as T
 from ..config import ModelConfig
 
 log = logging.getLogger(__name__)
+
+# BiT-M checkpoints (timm ``resnetv2_*_bit.goog_in21k`` and the old ``*_bitm_in21k`` names) say 224 px
+# in timm's pretrained config; the paper and the official code feed them 448. Swin *_384 says 384.
+_BIT = re.compile(r"resnetv2_\d+x\d+_bitm?(_in21k)?")
+
+
+def paper_image_size(backbone: str) -> int | None:
+    """The paper's input size for ``backbone`` (448 for BiT), or None: timm's pretrained config."""
+    return 448 if _BIT.fullmatch(backbone.split(".")[0]) else None
 
 
 def build_transform(cfg: ModelConfig):
@@ -56,6 +66,12 @@ class Skipped:
     def add(self, index: int, reason: str) -> None:
         log.warning("skipping image %d: %s", index, reason)
         self.items.append((index, reason))
+
+
+def skipped_report(dataset, items: list[tuple[int, str]]) -> list[dict]:
+    """Skipped images as ``{index, path, reason}`` rows (path where the data set has files)."""
+    path = getattr(dataset, "path", None)
+    return [{"index": int(i), **({"path": path(int(i))} if path else {}), "reason": r} for i, r in items]
 
 
 def collate(batch):

@@ -42,12 +42,19 @@ class LayoverModel(nn.Module):
 
 
 def create_timm(name: str, pretrained: bool = False) -> nn.Module:
+    """A timm model without classifier. ``pretrained`` goes through timm's normal loading: the
+    Hugging Face hub cache (``HF_HOME``), so it works offline (``HF_HUB_OFFLINE=1``) once cached."""
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise LayoverError(f"unknown backbone {name!r} (see timm.list_models())") from None
         raise
+    except OSError as e:  # huggingface_hub's offline / not-found errors are OSErrors
+        raise LayoverError(f"cannot get the pretrained weights of {name!r} ({type(e).__name__}): not in the "
+                           f"hub cache and no network? Download once with network "
+                           f"(python -c \"import timm; timm.create_model('{name}', pretrained=True)\"), "
+                           f"or pass --weights PATH to a local .safetensors / timm checkpoint") from None
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
@@ -67,6 +74,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
                     break
     except Exception as e:  # safetensors/torch raise many types for truncated or foreign files
         raise LayoverError(f"cannot read weights {path}: {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LayoverError(f"weights {path} hold no state dict of tensors (a whole pickled model? save its "
+                           f"state_dict() instead)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

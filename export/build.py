@@ -1,0 +1,203 @@
+"""ONNX -> TensorRT engine + sidecar JSON, through the TensorRT Python API (10.x and 11.x).
+
+``prepare_build`` checks everything that does not need TensorRT (the ONNX, its precision against
+the request, plugins, target, DLA) and yields the equivalent trtexec command; ``build_engine``
+then runs the builder: optimisation profile (min/opt/max batch), workspace limit, timing cache,
+plugin library, strongly typed network where the plan says so (always on TensorRT 11), the FP16
+flag and FP32-pinned head only on TensorRT 10.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LayoverError
+from ..io import atomic_path, write_json
+from ..runtime.sidecar import FORMAT, sidecar_path
+from .metadata import get_metadata
+from .onnx import check_onnx, sha256
+from .plan import BuildPlan, plan_build
+from .targets import Target, check_dla
+from .trtexec import trtexec_command
+
+TRT_MISSING = ("TensorRT is not installed here (JetPack ships it; elsewhere pip install tensorrt): "
+               "build on the device with the trtexec command above")
+
+
+@dataclass
+class BuildRequest:
+    onnx: Path
+    engine: Path
+    precision: str
+    target: Target
+    trt_version: str
+    plan: BuildPlan
+    meta: dict
+    batch: tuple[int, int, int]
+    workspace_gb: float
+    plugins: list[Path] = field(default_factory=list)
+    plugin_nodes: list[tuple[str, str, str]] = field(default_factory=list)
+    timing_cache: Path | None = None
+    dla_core: int | None = None
+
+    def trtexec(self) -> str:
+        return trtexec_command(self.onnx, self.engine, self.plan, self.trt_version, self.meta["input"],
+                               self.meta["image_size"], self.batch, self.workspace_gb,
+                               self.meta["high_precision_nodes"], [str(p) for p in self.plugins],
+                               str(self.timing_cache) if self.timing_cache else None, self.dla_core)
+
+
+def installed_tensorrt() -> str | None:
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return tensorrt.__version__
+
+
+def plugin_nodes(onnx_path: Path) -> list[tuple[str, str, str]]:
+    """(name, version, namespace) of every plugin node in the graph."""
+    import onnx
+    from onnx.helper import get_attribute_value
+    found = set()
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            attrs = {a.name: get_attribute_value(a) for a in node.attribute}
+            dec = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+            found.add((node.op_type, dec.get("plugin_version", "1"), dec.get("plugin_namespace", "")))
+    return sorted(found)
+
+
+def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, target: Target,
+                  trt_version: str, batch: tuple[int, int, int] | None = None, workspace_gb: float | None = None,
+                  plugins: list[str] = (), timing_cache: str | None = None,
+                  dla_core: int | None = None) -> BuildRequest:
+    """Validate a build without TensorRT; LayoverError naming the first problem."""
+    import onnx
+    onnx_path = Path(onnx_path)
+    check_onnx(onnx_path)
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    meta = get_metadata(proto, onnx_path)
+    plan = plan_build(meta["precision"], precision, trt_version)
+    static = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value  # 0: dynamic batch axis
+    batch = tuple(batch or ((static,) * 3 if static else target.batch))
+    if static and batch != (static,) * 3:
+        raise LayoverError(f"{onnx_path.name} has a fixed batch of {static}: the profile must be {static}/{static}/"
+                           f"{static}, got {'/'.join(map(str, batch))}")
+    if not 1 <= batch[0] <= batch[1] <= batch[2]:
+        raise LayoverError(f"batch sizes must satisfy 1 ≤ min ≤ opt ≤ max, got {batch}")
+    check_dla(target, dla_core, precision, trt_version, batch)
+    libs = [Path(p) for p in plugins]
+    for lib in libs:
+        if not lib.is_file():
+            raise LayoverError(f"plugin library not found: {lib} (build it: cmake -S . -B build "
+                               f"-DTENSORRT_ROOT=... && cmake --build build)")
+    nodes = plugin_nodes(onnx_path)
+    if nodes and not libs:
+        names = ", ".join("/".join(n) for n in nodes)
+        raise LayoverError(f"{onnx_path.name} holds plugin node(s) {names}: pass --plugins build/liblayover_plugins.so")
+    return BuildRequest(onnx_path, Path(engine), precision, target, trt_version, plan, meta, batch,
+                        workspace_gb or target.workspace_gb, libs, nodes,
+                        Path(timing_cache) if timing_cache else None, dla_core)
+
+
+def _load_plugins(trt, logger, req: BuildRequest) -> None:
+    trt.init_libnvinfer_plugins(logger, "")
+    registry = trt.get_plugin_registry()
+    for lib in req.plugins:
+        try:
+            registry.load_library(str(lib))
+        except Exception as e:  # TensorRT raises RuntimeError/TypeError for unloadable libraries
+            raise LayoverError(f"TensorRT cannot load plugin library {lib}: {e}") from None
+    get = getattr(registry, "get_creator", None) or registry.get_plugin_creator
+    for name, version, namespace in req.plugin_nodes:
+        if get(name, version, namespace) is None:
+            raise LayoverError(f"plugin {name} version {version} namespace {namespace!r} is not in "
+                               f"{', '.join(map(str, req.plugins))}: wrong or stale library")
+
+
+def _pin_head(trt, network, names: list[str]) -> int:
+    """TensorRT 10 FP16: the head's layers (named after their ONNX nodes) run and output FP32."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if any(layer.name == n or layer.name.startswith(n + "_") for n in names):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            pinned += 1
+    return pinned
+
+
+def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False) -> dict:
+    """Build the engine and its sidecar; returns the sidecar."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise LayoverError(TRT_MISSING) from None
+    from ..runtime.cuda_device import CudaDevice
+    if trt.__version__ != req.trt_version:
+        raise LayoverError(f"the build was planned for TensorRT {req.trt_version}, this is {trt.__version__}")
+    device = CudaDevice(device_index)
+    if device.compute_capability != req.target.compute_capability and not any_gpu:
+        raise LayoverError(f"target {req.target.name} is compute capability {req.target.compute_capability}, this "
+                           f"GPU ({device.name}) is {device.compute_capability}: build on the target device "
+                           f"(the trtexec command above), or pass --any-gpu for an engine for this GPU")
+    t0 = time.perf_counter()
+    logger = trt.Logger(trt.Logger.WARNING)
+    _load_plugins(trt, logger, req)
+    builder = trt.Builder(logger)
+    flags = 0
+    if req.plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # ignored (always on) in 11
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(req.onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise LayoverError(f"TensorRT cannot parse {req.onnx}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_gb * (1 << 30)))
+    profile = builder.create_optimization_profile()
+    s = req.meta["image_size"]
+    profile.set_shape(req.meta["input"], *[(b, 3, s, s) for b in req.batch])
+    config.add_optimization_profile(profile)
+    if req.plan.fp16_flag:  # TensorRT 10 only: BuilderFlag.FP16 is gone in 11 (plan_build refuses it there)
+        config.set_flag(trt.BuilderFlag.FP16)
+    if req.plan.pin_fp32:
+        if not _pin_head(trt, network, req.meta["high_precision_nodes"]):
+            raise LayoverError("no head layer found to keep in FP32: the ONNX node names did not survive parsing")
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    if req.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = req.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    cache_bytes = req.timing_cache.read_bytes() if req.timing_cache and req.timing_cache.is_file() else b""
+    config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise LayoverError("TensorRT failed to build the engine (see the TensorRT messages above)")
+    with atomic_path(req.engine) as tmp:
+        tmp.write_bytes(memoryview(serialized))
+    if req.timing_cache:
+        with atomic_path(req.timing_cache) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    sidecar = make_sidecar(req, trt.__version__, device.name, device.compute_capability,
+                           round(time.perf_counter() - t0, 1))
+    write_json(sidecar_path(req.engine), sidecar)
+    return sidecar
+
+
+def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capability: str, seconds: float) -> dict:
+    """The engine's sidecar: build facts plus the ONNX metadata the runtime needs."""
+    meta = req.meta
+    return {"format": FORMAT, "tensorrt": trt_version, "gpu": gpu, "compute_capability": compute_capability,
+            "precision": req.precision, "target": req.target.name, "dla_core": req.dla_core,
+            "strongly_typed": req.plan.strongly_typed, "input": meta["input"], "outputs": meta["outputs"],
+            "batch": list(req.batch), "input_shape": [-1, 3, meta["image_size"], meta["image_size"]],
+            "workspace_gb": req.workspace_gb, "plugins": [str(p.resolve()) for p in req.plugins],
+            "onnx": str(req.onnx), "onnx_sha256": sha256(req.onnx), "engine_sha256": sha256(req.engine),
+            "labels": meta["labels"], "thresholds": meta.get("thresholds"), "image_size": meta["image_size"],
+            "mean": meta["mean"], "std": meta["std"], "interpolation": meta["interpolation"],
+            "method": meta["method"], "backbone": meta["backbone"], "form": meta["form"],
+            "graph_precision": meta["precision"], "build_seconds": seconds, "trtexec": req.trtexec()}

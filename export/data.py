@@ -1,0 +1,105 @@
+"""Images for calibration and parity, drawn from a real data set split through the project's data
+API, never random tensors.
+
+A data spec is ``NAME:SPLIT`` or ``NAME:SPLIT:key=value,key=value`` (options for the data set's
+constructor), e.g. ``synthetic:train`` or ``synthetic:val:num_images=1000,seed=1``. For
+``synthetic`` the class count and image size default to the model's and the image count to the
+number asked for. Calibration also accepts a ``.npy`` file of preprocessed images (N, 3, S, S).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data import build_dataset, image_loader
+from ..errors import LayoverError
+from ..runtime.base import ModelInfo
+
+log = logging.getLogger(__name__)
+MIN_CALIB = 32        # fewer images cannot give stable activation ranges
+RECOMMENDED_CALIB = 300  # below this, warn (TensorRT recommends ~500 for CNNs and ViTs)
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict]:
+    parts = spec.split(":", 2)
+    if len(parts) < 2 or not all(parts[:2]):
+        raise LayoverError(f"data spec {spec!r} must be NAME:SPLIT[:key=value,...], e.g. synthetic:val")
+    options = {}
+    for item in filter(None, (parts[2] if len(parts) == 3 else "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LayoverError(f"data spec option {item!r} must be key=value")
+        options[key.strip()] = _value(value.strip())
+    return parts[0], parts[1], options
+
+
+def open_split(spec: str, info: ModelInfo, size: int | None, root: str | None = None):
+    """The data set a spec names; LayoverError unless its class count is the model's."""
+    name, split, options = parse_spec(spec)
+    if name == "synthetic":
+        options = {"num_classes": len(info.labels), "image_size": info.preprocess.image_size,
+                   "num_images": size or 500, **options}
+    try:
+        ds = build_dataset(name, split, root=root, **options)
+    except (TypeError, ValueError) as e:
+        raise LayoverError(f"cannot open data {spec!r}: {e}") from None
+    if len(ds.classes) != len(info.labels):
+        raise LayoverError(f"data {spec!r} has {len(ds.classes)} classes, the model {len(info.labels)}")
+    return ds
+
+
+def batches(ds, info: ModelInfo, batch_size: int, limit: int | None = None, desc: str = "images",
+            progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images float32 (B,3,S,S) preprocessed as the model expects, targets (B,K)); unreadable skipped."""
+    loader = image_loader(ds, info.preprocess, batch_size)  # Preprocess has the fields build_transform reads
+    seen = 0
+    with tqdm(total=min(len(ds), limit or len(ds)), desc=desc, disable=not progress, leave=False) as bar:
+        for x, y, _idx, bad in loader:
+            for i, reason in bad:
+                log.warning("skipping image %d: %s", i, reason)
+            if x is None:
+                continue
+            if limit is not None:
+                x, y = x[: limit - seen], y[: limit - seen]
+            seen += len(x)
+            bar.update(len(x))
+            yield x.numpy(), y.numpy()
+            if limit is not None and seen >= limit:
+                return
+
+
+def calibration_images(spec: str, info: ModelInfo, size: int, root: str | None = None,
+                       progress: bool = True) -> np.ndarray:
+    """(N, 3, S, S) float32 calibration images; LayoverError if too few or the wrong shape."""
+    s = info.preprocess.image_size
+    if spec.endswith(".npy"):
+        path = Path(spec)
+        if not path.is_file():
+            raise LayoverError(f"calibration file not found: {path}")
+        images = np.load(path, allow_pickle=False)[:size]
+    else:
+        ds = open_split(spec, info, size, root)
+        images = np.concatenate([x for x, _ in batches(ds, info, 64, size, "calibration images", progress)] or
+                                [np.empty((0, 3, s, s), np.float32)])
+    if images.ndim != 4 or images.shape[1:] != (3, s, s):
+        raise LayoverError(f"calibration data has shape {images.shape}, the model takes (N, 3, {s}, {s})")
+    if len(images) < MIN_CALIB:
+        raise LayoverError(f"only {len(images)} calibration images; INT8 needs at least {MIN_CALIB} "
+                           f"(≥ 500 recommended)")
+    if len(images) < RECOMMENDED_CALIB:
+        log.warning("calibrating INT8 on only %d images: activation ranges may be unstable (use ≥ 500)",
+                    len(images))
+    return np.ascontiguousarray(images, np.float32)

@@ -1,0 +1,100 @@
+"""Reduced precision expressed in the ONNX graph itself, through NVIDIA ModelOpt, so the same
+file builds on TensorRT 10 (JetPack 6) and TensorRT 11 (strongly typed only, no implicit INT8):
+
+- INT8: explicit Q/DQ (``modelopt.onnx.quantization``), calibrated on CPU with real images;
+- FP16: a strongly typed FP16 graph (``modelopt.onnx.autocast``).
+
+Both keep the head (RS sigmoid, α gate, mix, classifier) and the output sigmoid in FP32: the
+node list is in the graph's metadata (``high_precision_nodes``), the same list the TensorRT 10
+FP16 build pins to FP32. Only the portable form is converted: ModelOpt would need TensorRT to
+run the plugin node.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LayoverError
+from ..io import atomic_path
+from .metadata import get_metadata, set_metadata
+from .onnx import check_onnx
+
+CALIB_METHODS = ("max", "entropy")
+INSTALL_HINT = ('ModelOpt is not installed: pip install "nvidia-modelopt>=0.44" onnxslim onnxconverter-common '
+                'lief cppimport (or pip install "layover-edge[int8]")')
+
+
+def _source(onnx_path: Path) -> tuple[object, dict]:
+    import onnx
+    check_onnx(onnx_path)
+    proto = onnx.load(str(onnx_path))
+    meta = get_metadata(proto, onnx_path)
+    if meta["form"] != "portable" or meta["precision"] != "fp32":
+        raise LayoverError(f"{onnx_path} is a {meta['form']} {meta['precision']} graph: quantize the portable "
+                           f"FP32 export (model.onnx)")
+    return proto, meta
+
+
+def _finish(proto, meta: dict, precision: str, out_path: Path, extra: dict) -> Path:
+    import onnx
+    set_metadata(proto, {**meta, "precision": precision, **extra})
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, str(tmp))
+        check_onnx(tmp)
+    return out_path
+
+
+def _exact(names: list[str]) -> list[str]:
+    """ModelOpt matches node names as regular expressions: anchor and escape them."""
+    return [f"^{re.escape(n)}$" for n in names]
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max") -> Path:
+    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU."""
+    import onnx
+    try:
+        from modelopt.onnx.quantization import quantize
+    except ImportError:
+        raise LayoverError(INSTALL_HINT) from None
+    if method not in CALIB_METHODS:
+        raise LayoverError(f"unknown calibration method {method!r}; choose one of {CALIB_METHODS}")
+    onnx_path = Path(onnx_path)
+    _, meta = _source(onnx_path)
+    with tempfile.TemporaryDirectory(prefix="layover-int8-") as tmp:
+        src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
+        shutil.copyfile(onnx_path, src)  # ModelOpt writes intermediate files beside its input
+        try:  # ORT's calibrator prints progress on stdout: keep stdout clean for --json
+            with contextlib.redirect_stdout(sys.stderr):
+                    quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
+                         calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
+                         nodes_to_exclude=_exact(meta["high_precision_nodes"]), op_types_to_exclude=["Sigmoid"],
+                         high_precision_dtype="fp32", log_level="WARNING")
+        except Exception as e:  # ModelOpt surfaces ORT and graph errors as many types
+            raise LayoverError(f"INT8 quantization failed: {str(e).strip().splitlines()[0]}") from None
+        proto = onnx.load(str(dst))
+    opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return _finish(proto, meta, "int8", Path(out_path),
+                   {"opset": opset, "calibration": {"images": int(len(images)), "method": method}})
+
+
+def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
+    """Strongly typed FP16 copy of a portable FP32 graph (float32 inputs and outputs kept)."""
+    try:
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+    except ImportError:
+        raise LayoverError(INSTALL_HINT) from None
+    onnx_path = Path(onnx_path)
+    _, meta = _source(onnx_path)
+    try:
+        proto = convert_to_mixed_precision(str(onnx_path), low_precision_type="fp16", keep_io_types=True,
+                                           nodes_to_exclude=_exact(meta["high_precision_nodes"]),
+                                           op_types_to_exclude=["Sigmoid"])
+    except Exception as e:
+        raise LayoverError(f"FP16 conversion failed: {str(e).strip().splitlines()[0]}") from None
+    return _finish(proto, meta, "fp16", Path(out_path), {})

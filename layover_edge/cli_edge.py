@@ -1,0 +1,182 @@
+"""The on-device verbs of ``layover-edge``: ``tag`` (images, folders, videos, cameras, streams)
+and ``bench`` (LP vs RM vs FT latency across backends). Registered by ``cli.build_parser``."""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from .errors import LayoverError
+from .io import atomic_path, json_safe
+
+
+def add_parsers(sub) -> None:
+    add_tag_parser(sub)
+    add_bench_parser(sub)
+
+
+# ---------------------------------------------------------------------------- tag
+
+def add_tag_parser(sub) -> None:
+    p = sub.add_parser(
+        "tag", help="tag images, folders, videos, cameras or RTSP streams with a checkpoint, ONNX file or engine",
+        description="Tag every frame of SOURCE and print one JSON line per frame "
+                    '({"source", "frame", "labels": [{"label", "score"}]}; unreadable inputs get an "error" '
+                    "line and are skipped). SOURCE is an image, a quoted glob ('shots/*.jpg'), a folder, a video "
+                    "file, a camera (/dev/video0, v4l2:///dev/video0), a Jetson CSI camera (csi://0) or an RTSP "
+                    "URL (rtsp://host:8554/path), as in jetson-inference. Ctrl-C stops cleanly. Exits non-zero "
+                    "only when nothing could be processed.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="what to tag; several may be given")
+    p.add_argument("--model", required=True,
+                   help="checkpoint directory (PyTorch), .onnx file (ONNX Runtime) or .engine/.plan (TensorRT)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="one probability threshold for every class (default: the model's per-class "
+                        "thresholds, else 0.5)")
+    p.add_argument("--topk", type=int, default=0,
+                   help="keep at most K tags per frame, highest first; 0 keeps all above threshold (default: 0)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="frames per inference for files, folders and video files; cameras and streams run "
+                        "one frame at a time (default: %(default)s)")
+    p.add_argument("--jsonl", default="-",
+                   help="write the per-frame JSON lines to this file (written completely or not at all) "
+                        "instead of stdout; '-' is stdout (default: -)")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="also write the frames with their tags drawn: DIR/<image>.jpg, DIR/<video>.mp4")
+    g = p.add_argument_group("backend")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="PyTorch checkpoints only: inference precision; fp16/bf16 need CUDA (default: %(default)s)")
+    g.add_argument("--mode", choices=("eager", "graph", "compile"), default="eager",
+                   help="PyTorch checkpoints only: eager, CUDA graphs (CUDA) or torch.compile (default: %(default)s)")
+    g = p.add_argument_group("camera and stream")
+    g.add_argument("--width", type=int, default=1280, help="capture width for cameras (default: %(default)s)")
+    g.add_argument("--height", type=int, default=720, help="capture height for cameras (default: %(default)s)")
+    g.add_argument("--framerate", type=int, default=30, help="capture frame rate for cameras (default: %(default)s)")
+    g.add_argument("--flip", type=int, default=0, help="CSI nvvidconv flip-method, 0-7 (default: %(default)s)")
+    g.add_argument("--codec", choices=("h264", "h265"), default="h264", help="RTSP stream codec (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON instead of a table "
+                   "(on stderr when the JSON lines go to stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_tag)
+
+
+def open_model(path: str, device: str, precision: str, mode: str):
+    """Any model file behind the Backend interface; a wrong or broken file is one clear error."""
+    from .runtime.factory import kind_of, open_backend
+    from .train import resolve_device
+    kind = kind_of(path)
+    dev = str(resolve_device(device))
+    options = {"dtype": precision, "mode": mode} if kind == "torch" else {}
+    if kind != "torch" and (precision != "fp32" or mode != "eager"):
+        raise LayoverError(f"--precision and --mode apply to PyTorch checkpoints; {path} is a {kind} model "
+                           "whose precision was fixed when it was exported")
+    try:
+        return open_backend(path, kind, device=dev, **options)
+    except LayoverError:
+        raise
+    except ImportError as e:
+        raise LayoverError(f"cannot run {path}: {e}") from None
+    except Exception as e:  # a foreign file fails deep inside safetensors/onnx/TensorRT with many types
+        raise LayoverError(f"cannot open model {path}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") \
+            from None
+
+
+def tag_summary_text(summary: dict, labels: list[str]) -> str:
+    from .metrics import format_table
+    head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
+            f"({summary['frames_per_second']:.1f} frames/s; inference {summary['inference_seconds']:.1f} s), "
+            f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
+            + (", interrupted" if summary["interrupted"] else ""))
+    table = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
+    bad = "".join(f"\n- {u['source']}: {u['reason']}" for u in summary["unreadable"])
+    return f"{head}\n\n{table}" + (f"\n\nUnreadable:{bad}" if bad else "")
+
+
+def cmd_tag(args) -> int:
+    from .draw import Drawer
+    from .sources import CaptureOptions, open_sources
+    from .tag import Tagger
+    backend = open_model(args.model, args.device, args.precision, args.mode)
+    sources = open_sources(args.sources, CaptureOptions(args.width, args.height, args.framerate, args.flip,
+                                                        args.codec))
+    to_stdout = args.jsonl == "-"
+    with ExitStack() as stack:
+        if to_stdout:
+            stream = sys.stdout
+        else:
+            stream = stack.enter_context(open(stack.enter_context(atomic_path(args.jsonl)), "w"))
+
+        def write(record: dict) -> None:
+            stream.write(json.dumps(record) + "\n")
+            if to_stdout:
+                stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
+
+        drawer = Drawer(args.save) if args.save else None
+        tagger = Tagger(backend, write, args.threshold, args.topk, args.batch_size, drawer, not args.quiet)
+        summary = tagger.run(sources).to_dict()
+    summary |= {"model": args.model, "backend": backend.metadata()}
+    text = json.dumps(json_safe(summary), indent=2) if args.json else tag_summary_text(summary, backend.info.labels)
+    print(text, file=sys.stderr if to_stdout else sys.stdout)  # stdout stays pure JSON lines
+    if summary["frames"] == 0 and not summary["interrupted"]:
+        raise LayoverError(f"nothing could be processed ({len(summary['unreadable'])} unreadable inputs)")
+    return 0
+
+
+# -------------------------------------------------------------------------- bench
+
+def add_bench_parser(sub) -> None:
+    from .bench import FORMATS, TORCH_MODES, BenchConfig
+    d = BenchConfig()
+    p = sub.add_parser(
+        "bench", help="latency of LP vs RM vs FT on every available backend and precision",
+        description="Build LP, RM and FT of one backbone (random weights by default: no download), run them on "
+                    "every available backend (PyTorch eager / CUDA graphs / torch.compile, ONNX Runtime FP32 and "
+                    "INT8) at each batch size, interleaved in one process, and write OUT/bench.json, OUT/bench.md "
+                    "(a table like Ultralytics' benchmark) and OUT/bench.png.")
+    p.add_argument("--backbone", default=d.backbone, help="timm model name (default: %(default)s)")
+    p.add_argument("--weights", default=d.weights,
+                   help="'none' (random, no download), 'pretrained' or a weights file (default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=None, help="input pixels (default: the backbone's own)")
+    p.add_argument("--num-classes", type=int, default=d.num_classes, help="classes of the head (default: %(default)s)")
+    p.add_argument("--tap", type=int, default=d.tap, help="RM/FT tap, the paper's @k (default: %(default)s)")
+    p.add_argument("--methods", nargs="+", choices=("lp", "rm", "ft"), default=list(d.methods),
+                   help="methods to compare (default: lp rm ft)")
+    p.add_argument("--batches", type=int, nargs="+", default=list(d.batches), help="batch sizes (default: 1 8 32)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    p.add_argument("--formats", nargs="+", choices=FORMATS, default=None,
+                   help="backends (default: every installed one)")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8"), default=None,
+                   help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32/int8 "
+                        "(default: fp32 + ONNX int8 on CPU, fp16 on CUDA)")
+    p.add_argument("--modes", nargs="+", choices=TORCH_MODES, default=None,
+                   help="PyTorch modes (default: eager on CPU; eager and graph on CUDA)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=d.iters, help="timed calls per model and batch (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=d.rounds,
+                   help="LP/RM/FT interleaving rounds the timed calls are split into (default: %(default)s)")
+    p.add_argument("--calib-images", type=int, default=d.calib_images,
+                   help="synthetic images to calibrate ONNX INT8 with (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch and ONNX Runtime (default: their own); pin it for comparable CPU runs")
+    p.add_argument("--out", required=True, help="output folder: bench.json, bench.md, bench.png, models/")
+    p.add_argument("--json", action="store_true", help="print bench.json instead of the table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchConfig, markdown, run_bench
+    from .train import resolve_device
+    cfg = BenchConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
+                      num_classes=args.num_classes, tap=args.tap, methods=tuple(args.methods),
+                      batches=tuple(args.batches), device=str(resolve_device(args.device)),
+                      formats=tuple(args.formats) if args.formats else None,
+                      precisions=tuple(args.precisions) if args.precisions else None,
+                      modes=tuple(args.modes) if args.modes else None, warmup=args.warmup, iters=args.iters,
+                      rounds=args.rounds, calib_images=args.calib_images, threads=args.threads)
+    result = run_bench(cfg, Path(args.out), progress=not args.quiet)
+    print(json.dumps(json_safe(result), indent=2) if args.json else markdown(result))
+    if not any(r["status"] == "ok" for r in result["rows"]):
+        raise LayoverError(f"every variant failed; see {Path(args.out) / 'bench.json'}")
+    return 0

@@ -1,0 +1,90 @@
+"""MS-COCO 2014 / 2017 as a multi-label data set, read from the instances JSON through pycocotools.
+
+Layout (the official download): ``ROOT/annotations/instances_{split}{year}.json`` and the images
+in ``ROOT/{split}{year}/``; ``split`` is ``train`` or ``val``.
+
+Conventions, and how they relate to prior work (research/method-anchors.md §4):
+* Classes are the 80 categories in ascending category-id order (person, bicycle, car, ...), as
+  ASL / ML-Decoder index them; ML-GCN and the official Layover code sort by *name* instead.
+  The order does not change mAP or CP..OF1, only the index of a class.
+* A class is positive when the image has at least one annotation of it, crowd annotations
+  included (a crowd of people still shows people).
+* Images without any annotation: ML-GCN and ASL drop them from both splits (82,081 of 82,783
+  train2014 images, 40,137 of 40,504 val2014). Here ``drop_empty=None`` (the default) drops
+  them from the ``train`` split only and keeps them as all-negative elsewhere, so evaluation
+  sees every image: a model that tags an empty street scene with "car" loses precision, as it
+  should. Pass ``drop_empty=True`` to evaluate exactly like ML-GCN / ASL.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LayoverError
+from .files import ImageFiles, read_json
+
+YEARS = (2014, 2017)
+SPLITS = ("train", "val")
+
+
+def _check_schema(doc, path: Path) -> None:
+    """The keys pycocotools and this loader use; anything else is the wrong file."""
+    if not isinstance(doc, dict):
+        raise LayoverError(f"{path} is not a COCO instances file: top level is {type(doc).__name__}, not an object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key), list):
+            hint = " (a captions or panoptic file?)" if key == "categories" else ""
+            raise LayoverError(f"{path} is not a COCO instances file: no {key!r} list{hint}")
+    for key, fields in (("images", ("id", "file_name")), ("annotations", ("image_id", "category_id")),
+                        ("categories", ("id", "name"))):
+        for n, entry in enumerate(doc[key]):
+            if not isinstance(entry, dict) or any(f not in entry for f in fields):
+                raise LayoverError(f"{path}: {key}[{n}] lacks one of the fields {list(fields)}")
+    if not doc["categories"]:
+        raise LayoverError(f"{path}: no categories")
+
+
+def _index(doc):
+    """A pycocotools COCO index over an already-parsed document (no second read, no prints)."""
+    from pycocotools.coco import COCO
+    coco = COCO()
+    coco.dataset = doc
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+class CocoDataset(ImageFiles):
+    """COCO instances as (image, 80-way multi-hot target)."""
+
+    def __init__(self, root: str | Path, split: str = "train", year: int = 2014, drop_empty: bool | None = None,
+                 missing: str = "error"):
+        if year not in YEARS:
+            raise LayoverError(f"COCO year must be one of {YEARS}, got {year}")
+        if split not in SPLITS:
+            raise LayoverError(f"COCO split must be one of {SPLITS}, got {split!r}")
+        root = Path(root)
+        ann = root / "annotations" / f"instances_{split}{year}.json"
+        doc = read_json(ann, "COCO annotation file")
+        _check_schema(doc, ann)
+        coco = _index(doc)
+        cat_ids = sorted(coco.getCatIds())
+        column = {c: k for k, c in enumerate(cat_ids)}
+        img_ids = sorted(coco.getImgIds())
+        targets = np.zeros((len(img_ids), len(cat_ids)), np.int8)
+        for row, img_id in enumerate(img_ids):
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=None)):
+                if a["category_id"] not in column:
+                    raise LayoverError(f"{ann}: annotation {a.get('id')} has category_id {a['category_id']}, "
+                                       f"which is not among the file's categories")
+                targets[row, column[a["category_id"]]] = 1
+        drop = split == "train" if drop_empty is None else drop_empty
+        keep = targets.any(axis=1) if drop else np.ones(len(img_ids), bool)
+        images = coco.loadImgs(img_ids)
+        files = [f"{split}{year}/{im['file_name']}" for im, k in zip(images, keep) if k]
+        super().__init__(root, files, targets[keep], [c["name"] for c in coco.loadCats(cat_ids)], split,
+                         str(ann), {"year": year, "drop_empty": bool(drop)}, missing)
+        self.image_ids = [i for i, k in zip(img_ids, keep) if k]

@@ -1,0 +1,71 @@
+"""ONNX Runtime backend: any layover-edge .onnx file (portable, plugin, INT8 Q/DQ, FP16).
+
+The labels, thresholds and preprocessing come from the file's metadata. A graph holding the
+``LayoverFusedMix`` plugin node runs through the onnxruntime-extensions op backed by the
+PyTorch reference (CPU, float32), so the plugin graph is checkable without TensorRT.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LayoverError
+from .base import Backend
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class OnnxBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
+        import onnx
+        import onnxruntime as ort
+
+        from ..export.metadata import get_metadata, model_info
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise LayoverError(f"ONNX file not found: {self.path}")
+        try:
+            proto = onnx.load(str(self.path), load_external_data=False)
+        except Exception as e:  # protobuf DecodeError and friends: a truncated or foreign file
+            raise LayoverError(f"{self.path} is not a readable ONNX file: {e}") from None
+        self.meta = get_metadata(proto, self.path)
+        kind = device.split(":")[0]
+        if kind not in PROVIDERS:
+            raise LayoverError(f"ONNX Runtime device must be cpu or cuda, got {device!r}")
+        if PROVIDERS[kind][0] not in ort.get_available_providers():
+            raise LayoverError(f"{PROVIDERS[kind][0]} is not available in this onnxruntime "
+                               f"(available: {ort.get_available_providers()})")
+        if any(n.domain == "ai.onnx.contrib" for n in proto.graph.node):
+            from ..kernels.ort_plugin import session_options
+            options = session_options()
+        else:
+            options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=PROVIDERS[kind])
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            raise LayoverError(f"ONNX Runtime cannot load {self.path}: {str(e).strip().splitlines()[0]}") from None
+        self.device = kind
+        self.input = self.session.get_inputs()[0].name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        super().__init__(model_info(self.meta))
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every graph output by name (``logits``, ``probabilities``), float32."""
+        values = self.session.run(None, {self.input: np.ascontiguousarray(batch, np.float32)})
+        return {name: np.asarray(v, np.float32) for name, v in zip(self.outputs, values)}
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.run(batch)["probabilities"]
+
+    def metadata(self) -> dict[str, Any]:
+        import onnxruntime as ort
+        return {"backend": self.name, "device": self.device, "precision": self.meta.get("precision"),
+                "form": self.meta.get("form"), "providers": self.session.get_providers(),
+                "onnxruntime": ort.__version__, "model": str(self.path)}

@@ -1,0 +1,110 @@
+"""TensorRT backend: a layover-edge engine (``model.engine`` + ``model.engine.json``).
+
+Before TensorRT touches the file, the sidecar is checked: the engine's sha256, then the running
+TensorRT version and GPU compute capability against the ones it was built with. Inference uses
+the TensorRT 10/11 tensor-address API (``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3``) on device buffers sized for the profile's maximum batch, with an optional
+CUDA graph per batch size (replayed after the input copy).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LayoverError
+from .base import Backend
+from .sidecar import check_compatible, read_sidecar
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, device: int = 0, plugins: list[str] | None = None,
+                 cuda_graph: bool = False):
+        from ..export.metadata import model_info
+        from ..export.onnx import sha256
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise LayoverError(f"engine not found: {self.path}")
+        self.sidecar = read_sidecar(self.path)
+        if sha256(self.path) != self.sidecar["engine_sha256"]:
+            raise LayoverError(f"{self.path} is not the engine its sidecar describes (sha256 differs): rebuild it")
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise LayoverError("TensorRT is not installed: the engine cannot run here "
+                               "(use the .onnx file with ONNX Runtime instead)") from None
+        from .cuda_device import CudaDevice
+        self.cuda = CudaDevice(device)
+        check_compatible(self.sidecar, trt.__version__, self.cuda.compute_capability, self.cuda.name)
+        logger = trt.Logger(trt.Logger.WARNING)
+        trt.init_libnvinfer_plugins(logger, "")
+        for lib in plugins if plugins is not None else self.sidecar["plugins"]:
+            if not Path(lib).is_file():
+                raise LayoverError(f"the engine needs plugin library {lib}, which is missing")
+            trt.get_plugin_registry().load_library(str(lib))
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise LayoverError(f"TensorRT could not deserialize {self.path} (see its messages above)")
+        self.context = self.engine.create_execution_context()
+        self.input = self.sidecar["input"]
+        self.outputs = list(self.sidecar["outputs"])
+        self.max_batch = int(self.sidecar["batch"][2])
+        s = int(self.sidecar["image_size"])
+        k = len(self.sidecar["labels"])
+        self.buffers = {self.input: self.cuda.malloc(self.max_batch * 3 * s * s * 4)}
+        for name in self.outputs:
+            if self.engine.get_tensor_dtype(name) != trt.float32:
+                raise LayoverError(f"engine output {name} is not float32")
+            self.buffers[name] = self.cuda.malloc(self.max_batch * k * 4)
+        for name, ptr in self.buffers.items():
+            self.context.set_tensor_address(name, ptr)
+        self.num_classes = k
+        self.use_graph = cuda_graph
+        self.graphs: dict[int, Any] = {}
+        super().__init__(model_info(self.sidecar))
+
+    def _launch(self) -> None:
+        if not self.context.execute_async_v3(self.cuda.stream_handle):
+            raise LayoverError("TensorRT execution failed (see its messages above)")
+
+    def _run_chunk(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        b = len(x)
+        self.context.set_input_shape(self.input, x.shape)
+        self.cuda.htod(self.buffers[self.input], x)
+        if self.use_graph:
+            if b not in self.graphs:
+                self._launch()  # a first run outside capture lets TensorRT finish shape-dependent setup
+                self.graphs[b] = self.cuda.capture(self._launch)
+            self.cuda.replay(self.graphs[b])
+        else:
+            self._launch()
+        out = {name: np.empty((b, self.num_classes), np.float32) for name in self.outputs}
+        for name, host in out.items():
+            self.cuda.dtoh(host, self.buffers[name])
+        self.cuda.sync()
+        return out
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every engine output by name, float32; batches above the profile's maximum run in chunks."""
+        x = np.ascontiguousarray(batch, np.float32)
+        parts = [self._run_chunk(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in self.outputs}
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.run(batch)["probabilities"]
+
+    def metadata(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.cuda.name, "compute_capability": self.cuda.compute_capability,
+                "precision": self.sidecar["precision"], "tensorrt": self.sidecar["tensorrt"],
+                "cuda_graph": self.use_graph, "cuda_binding": self.cuda.lib, "model": str(self.path)}
+
+    def __del__(self):
+        for ptr in getattr(self, "buffers", {}).values():
+            try:
+                self.cuda.free(ptr)
+            except Exception:  # interpreter shutdown: the driver may already be gone
+                pass

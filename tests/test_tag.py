@@ -1,0 +1,167 @@
+"""Tagging images, folders and a video file end to end through the CLI, with the bad inputs the
+issue lists: a corrupt image, an unopenable video, a missing camera, a model of the wrong kind."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from layover_edge.checkpoint import save_checkpoint
+from layover_edge.cli import main
+from layover_edge.config import ModelConfig
+from layover_edge.data.loading import build_transform
+from layover_edge.models import build_model
+from layover_edge.runtime import TorchBackend
+from layover_edge.sources import open_sources
+from layover_edge.tag import Preprocessor, Tagger, select_tags
+
+cv2 = pytest.importorskip("cv2")
+LABELS = ["cat", "dog", "car", "tree", "sky"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    cfg = ModelConfig(backbone="test_convnext", num_classes=5, method="rm", weights="none", image_size=48,
+                      labels=LABELS, thresholds=[0.5, 0.4, 0.6, 0.5, 0.45])
+    torch.manual_seed(0)
+    return save_checkpoint(build_model(cfg), cfg, tmp_path_factory.mktemp("ckpt") / "rm")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 60, 3), dtype=np.uint8)).save(d / f"img_{i:02d}.png")
+    (d / "corrupt.png").write_bytes(b"this is not a png")
+    return d
+
+
+def make_video(path, frames=7, size=(64, 48)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(frames):
+        img = np.zeros((size[1], size[0], 3), np.uint8)
+        img[:, i * 8: i * 8 + 12] = (30 * i, 255, 0)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def run(capsys, *argv):
+    rc = main(["tag", *map(str, argv), "--quiet"])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_select_tags_threshold_and_topk():
+    probs = np.array([[0.9, 0.2, 0.7, 0.5], [0.1, 0.1, 0.1, 0.1]], np.float32)
+    names = ["a", "b", "c", "d"]
+    thr = np.array([0.5, 0.1, 0.8, 0.5], np.float32)
+    assert select_tags(probs, names, thr) == [[("a", pytest.approx(0.9)), ("d", 0.5), ("b", pytest.approx(0.2))],
+                                             [("b", pytest.approx(0.1))]]
+    assert [t[0] for t in select_tags(probs, names, thr, topk=1)[0]] == ["a"]
+
+
+def test_numpy_frames_preprocess_exactly_like_training(checkpoint):
+    backend = TorchBackend(checkpoint)
+    rgb = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    cfg = backend.cfg
+    expected = build_transform(cfg)(Image.fromarray(rgb)).numpy()
+    got = Preprocessor(backend.info.preprocess)([rgb])
+    assert got.shape == (1, 3, 48, 48)
+    np.testing.assert_array_equal(got[0], expected)
+
+
+def test_tag_folder_reports_corrupt_and_saves(checkpoint, folder, tmp_path, capsys):
+    out_jsonl = tmp_path / "tags.jsonl"
+    rc, out, _ = run(capsys, folder, "--model", checkpoint, "--jsonl", out_jsonl, "--save", tmp_path / "drawn",
+                     "--batch-size", "4", "--json")
+    assert rc == 0
+    lines = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
+    assert len(lines) == 11
+    errors = [r for r in lines if "error" in r]
+    assert [e["source"].rsplit("/", 1)[1] for e in errors] == ["corrupt.png"]
+    tagged = [r for r in lines if "labels" in r]
+    assert len(tagged) == 10 and all(r["frame"] == 0 for r in tagged)
+    for r in tagged:  # per-class thresholds from the checkpoint, highest score first
+        scores = [t["score"] for t in r["labels"]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(t["label"] in LABELS for t in r["labels"])
+    summary = json.loads(out)
+    assert summary["frames"] == 10 and len(summary["unreadable"]) == 1 and summary["tags"] == sum(
+        len(r["labels"]) for r in tagged)
+    assert len(list((tmp_path / "drawn").glob("*.jpg"))) == 10
+
+
+def test_tag_threshold_topk_to_stdout(checkpoint, folder, capsys):
+    rc, out, err = run(capsys, folder / "img_00.png", folder / "img_01.png", "--model", checkpoint,
+                       "--threshold", "0", "--topk", "2")
+    assert rc == 0
+    lines = [json.loads(line) for line in out.splitlines()]  # stdout holds only JSON lines
+    assert len(lines) == 2 and all(len(r["labels"]) == 2 for r in lines)
+    assert "tagged 2 frames" in err
+
+
+def test_tag_video_file_and_bad_inputs(checkpoint, tmp_path, capsys):
+    video = make_video(tmp_path / "clip.avi")
+    (tmp_path / "broken.mp4").write_bytes(b"garbage")
+    rc, out, err = run(capsys, video, tmp_path / "broken.mp4", "/dev/video9", "--model", checkpoint,
+                       "--save", tmp_path / "drawn", "--threshold", "0.3")
+    assert rc == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    frames = [r["frame"] for r in lines if "labels" in r]
+    assert frames == list(range(7))
+    assert "camera /dev/video9 not found" in err and "cannot open" in err
+    drawn = cv2.VideoCapture(str(tmp_path / "drawn" / "clip.mp4"))
+    assert int(drawn.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
+
+
+def test_nothing_processed_exits_nonzero(checkpoint, tmp_path, capsys):
+    (tmp_path / "x.png").write_bytes(b"nope")
+    rc, _, err = run(capsys, tmp_path / "x.png", "/dev/video9", "--model", checkpoint)
+    assert rc == 2 and "nothing could be processed" in err
+
+
+def test_wrong_model_kind_is_one_line(tmp_path, capsys):
+    bogus = tmp_path / "model.txt"
+    bogus.write_text("hello")
+    rc, _, err = run(capsys, tmp_path, "--model", bogus)
+    assert rc == 2 and "is not a model layover-edge can run" in err
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"\x00\x01 not protobuf")
+    rc, _, err = run(capsys, tmp_path, "--model", broken)
+    assert rc == 2 and err.count("\n") == 1 and "model.onnx" in err
+
+
+def test_ctrl_c_finishes_output_and_summary(checkpoint, folder):
+    backend = TorchBackend(checkpoint)
+    real, calls = backend.predict, []
+
+    def interrupted(x):
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(x)
+
+    backend.predict = interrupted
+    lines = []
+    summary = Tagger(backend, lines.append, batch_size=3, progress=False).run(open_sources([str(folder)]))
+    # the first batch is corrupt.png (sorts first, skipped) + two images; the second is interrupted
+    assert summary.interrupted and summary.frames == 2 and len(summary.unreadable) == 1
+    assert len([r for r in lines if "labels" in r]) == 2
+
+
+def test_tag_with_onnx_runtime(checkpoint, folder, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from layover_edge.export.onnx import export_onnx
+    onnx_path = export_onnx(checkpoint, tmp_path / "rm.onnx", verify=False)
+    rc, out, _ = run(capsys, folder, "--model", onnx_path, "--threshold", "0.5")
+    assert rc == 0
+    onnx_lines = [json.loads(line) for line in out.splitlines() if "labels" in line]
+    rc, out, _ = run(capsys, folder, "--model", checkpoint, "--threshold", "0.5")
+    torch_lines = [json.loads(line) for line in out.splitlines() if "labels" in line]
+    assert [r["source"] for r in onnx_lines] == [r["source"] for r in torch_lines]
+    for a, b in zip(onnx_lines, torch_lines):
+        assert [t["label"] for t in a["labels"]] == [t["label"] for t in b["labels"]] or \
+            max(abs(x["score"] - 0.5) for x in a["labels"] + b["labels"]) < 1e-3  # a tie at the threshold

@@ -1,0 +1,206 @@
+"""The TensorRT side: what runs without TensorRT is tested for real (target profiles, the
+TensorRT 10/11 build plan, trtexec command text, build validation, sidecar checks and the
+engine refusals); the builder and runtime themselves skip when tensorrt is not importable."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from layover_edge.errors import LayoverError  # noqa: E402
+from layover_edge.export.build import make_sidecar, prepare_build  # noqa: E402
+from layover_edge.export.metadata import FORMAT, set_metadata  # noqa: E402
+from layover_edge.export.plan import plan_build  # noqa: E402
+from layover_edge.export.targets import TARGETS, get_target  # noqa: E402
+from layover_edge.runtime import open_backend  # noqa: E402
+from layover_edge.runtime.sidecar import check_compatible, read_sidecar, sidecar_path  # noqa: E402
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+needs_trt = pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not importable (no TensorRT on this machine)")
+
+
+def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
+    """image (B,3,8,8) -> GlobalAveragePool -> Flatten -> Gemm -> logits, Sigmoid -> probabilities."""
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w", "b"], ["logits"], name="node_linear_0", transB=1),
+             helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="node_sigmoid")]
+    opsets = [helper.make_opsetid("", 18)]
+    if plugin:
+        nodes[1] = helper.make_node("LayoverFusedMix", ["p"], ["f"], name="layover_fused_mix",
+                                    domain="ai.onnx.contrib", plugin_version="1", plugin_namespace="layover")
+        opsets.append(helper.make_opsetid("ai.onnx.contrib", 1))
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 2]) for n in ("logits", "probabilities")],
+        [numpy_helper.from_array(np.ones((2, 3), np.float32), "w"), numpy_helper.from_array(np.zeros(2, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=opsets)
+    set_metadata(model, {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8,
+                         "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp",
+                         "backbone": "tiny", "tap": 1, "rs": "linear", "opset": 18,
+                         "form": "plugin" if plugin else "portable", "precision": precision, "input": "image",
+                         "outputs": ["logits", "probabilities"], "high_precision_nodes": ["node_linear_0", "node_sigmoid"]})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_targets():
+    assert {"orin-nano", "orin-nx", "orin-agx", "h100", "h200"} <= set(TARGETS)
+    orin = get_target("orin-agx")
+    assert (orin.sm, orin.tensorrt, orin.dla_cores) == ("sm_87", "10.3", 2)
+    assert get_target("h100").sm == get_target("h200").sm == "sm_90"
+    with pytest.raises(LayoverError, match="unknown target"):
+        get_target("xavier")
+
+
+@pytest.mark.parametrize("graph,precision,version,expect", [
+    ("fp32", "fp32", "10.3.0", (False, False, False)),
+    ("fp32", "fp32", "11.1.0", (True, False, False)),
+    ("fp32", "fp16", "10.3.0", (False, True, True)),
+    ("fp16", "fp16", "11.1.0", (True, False, False)),
+    ("int8", "int8", "10.3.0", (True, False, False)),
+    ("int8", "int8", "11.1.0", (True, False, False)),
+])
+def test_build_plan(graph, precision, version, expect):
+    plan = plan_build(graph, precision, version)
+    assert (plan.strongly_typed, plan.fp16_flag, plan.pin_fp32) == expect
+
+
+@pytest.mark.parametrize("graph,precision,version,message", [
+    ("fp32", "fp16", "11.1.0", "no FP16 builder flag"),
+    ("fp32", "int8", "10.3.0", "Q/DQ graph"),
+    ("int8", "fp16", "10.3.0", "--precision int8"),
+    ("fp32", "fp32", "8.6.1", "too old"),
+])
+def test_build_plan_refusals(graph, precision, version, message):
+    with pytest.raises(LayoverError, match=message):
+        plan_build(graph, precision, version)
+
+
+def test_trtexec_commands(tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    req = prepare_build(onnx_path, tmp_path / "m.engine", "fp16", get_target("orin-nx"), "10.3.0",
+                        timing_cache=str(tmp_path / "tc.cache"))
+    cmd = req.trtexec()
+    for part in ("--fp16", "--minShapes=image:1x3x8x8", "--optShapes=image:4x3x8x8", "--maxShapes=image:16x3x8x8",
+                 "--memPoolSize=workspace:2048M", "--precisionConstraints=obey",
+                 "--layerPrecisions=node_linear_0:fp32,node_sigmoid:fp32", "--timingCacheFile="):
+        assert part in cmd
+    q = prepare_build(tiny_onnx(tmp_path / "q.onnx", "int8"), tmp_path / "q.engine", "int8", get_target("h100"),
+                      "10.16.0", batch=(1, 8, 64))
+    assert "--stronglyTyped" in q.trtexec() and "--int8" not in q.trtexec() and "image:64x3x8x8" in q.trtexec()
+    q11 = prepare_build(tmp_path / "q.onnx", tmp_path / "q.engine", "int8", get_target("h100"), "11.1.0")
+    assert "--stronglyTyped" not in q11.trtexec() and "--fp16" not in q11.trtexec()
+
+
+def test_dla_rules(tmp_path):
+    path = tiny_onnx(tmp_path / "q.onnx", "int8")
+    dla = prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), "10.3.0", batch=(4, 4, 4), dla_core=1)
+    assert "--useDLACore=1" in dla.trtexec() and "--allowGPUFallback" in dla.trtexec()
+    for target, batch, version, message in (("orin-nano", (4, 4, 4), "10.3.0", "has 0 DLA cores"),
+                                            ("orin-agx", (1, 4, 8), "10.3.0", "static batch"),
+                                            ("orin-agx", (4, 4, 4), "11.1.0", "no DLA support")):
+        with pytest.raises(LayoverError, match=message):
+            prepare_build(path, tmp_path / "e", "int8", get_target(target), version, batch=batch, dla_core=0)
+    with pytest.raises(LayoverError, match="FP16 or INT8"):
+        prepare_build(tiny_onnx(tmp_path / "f.onnx"), tmp_path / "e", "fp32", get_target("orin-agx"), "10.3.0",
+                      batch=(1, 1, 1), dla_core=0)
+
+
+def test_static_batch_graph_fixes_the_profile(tmp_path):
+    path = tiny_onnx(tmp_path / "s.onnx", "int8", batch=4)
+    req = prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), "10.3.0", dla_core=0)
+    assert req.batch == (4, 4, 4)
+    with pytest.raises(LayoverError, match="fixed batch of 4"):
+        prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), "10.3.0", batch=(1, 4, 8))
+
+
+def test_plugin_library_checks(tmp_path):
+    path = tiny_onnx(tmp_path / "p.onnx", plugin=True)
+    with pytest.raises(LayoverError, match="LayoverFusedMix/1/layover: pass --plugins"):
+        prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0")
+    with pytest.raises(LayoverError, match="plugin library not found"):
+        prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0", plugins=[str(tmp_path / "x.so")])
+    lib = tmp_path / "liblayover_plugins.so"
+    lib.write_bytes(b"\x7fELF")
+    req = prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0", plugins=[str(lib)])
+    assert req.plugin_nodes == [("LayoverFusedMix", "1", "layover")] and f"--dynamicPlugins={lib}" in req.trtexec()
+
+
+def test_onnx_without_our_metadata_is_refused(tmp_path):
+    path = tiny_onnx(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+    with pytest.raises(LayoverError, match="no layover-edge metadata"):
+        prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0")
+
+
+def fake_engine(tmp_path, **changes):
+    """An engine file with a sidecar as build_engine writes it (the engine bytes are not real)."""
+    path = tiny_onnx(tmp_path / "m.onnx")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not a real engine")
+    req = prepare_build(path, engine, "fp32", get_target("orin-agx"), "10.3.0")
+    sidecar = make_sidecar(req, "10.3.0", "Orin", "8.7", 1.0) | changes
+    sidecar_path(engine).write_text(json.dumps(sidecar))
+    return engine, sidecar
+
+
+def test_sidecar_contents_and_compatibility(tmp_path):
+    engine, sidecar = fake_engine(tmp_path)
+    doc = read_sidecar(engine)
+    assert doc["labels"] == ["a", "b"] and doc["batch"] == [1, 8, 32] and doc["precision"] == "fp32"
+    assert len(doc["onnx_sha256"]) == 64 and doc["trtexec"].startswith("trtexec ")
+    check_compatible(doc, "10.3.0", "8.7", "Orin")
+    with pytest.raises(LayoverError, match="TensorRT 10.3.0, this is TensorRT 11.1.0"):
+        check_compatible(doc, "11.1.0", "8.7", "Orin")
+    with pytest.raises(LayoverError, match=r"compute capability 8.7\), this GPU is NVIDIA H100 \(9.0\)"):
+        check_compatible(doc, "10.3.0", "9.0", "NVIDIA H100")
+
+
+def test_engine_refusals_before_tensorrt(tmp_path):
+    engine, _ = fake_engine(tmp_path)
+    engine.write_bytes(b"another engine")
+    with pytest.raises(LayoverError, match="sha256 differs"):
+        open_backend(engine)
+    sidecar_path(engine).unlink()
+    with pytest.raises(LayoverError, match="has no sidecar"):
+        open_backend(engine)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the message shown where TensorRT is missing")
+def test_engine_needs_tensorrt(tmp_path):
+    engine, _ = fake_engine(tmp_path)
+    with pytest.raises(LayoverError, match="TensorRT is not installed"):
+        open_backend(engine)
+
+
+def test_build_cli_without_tensorrt_prints_trtexec(tmp_path, capsys):
+    from layover_edge.cli import main
+    path = tiny_onnx(tmp_path / "m.onnx")
+    assert main(["build", str(path), "--precision", "fp16", "--target", "orin-nano", "--trtexec-only"]) == 0
+    assert capsys.readouterr().out.startswith("trtexec --onnx=")
+    if not HAS_TRT:
+        assert main(["build", str(path), "--precision", "fp32", "--target", "h100"]) == 2
+        assert "TensorRT is not installed here; build on the device with: trtexec" in capsys.readouterr().err
+
+
+@needs_trt
+def test_build_and_run_engine(tmp_path):
+    from layover_edge.export.build import build_engine
+    from layover_edge.runtime.cuda_device import CudaDevice
+    import tensorrt as trt
+    cc = CudaDevice().compute_capability
+    target = next(t for t in TARGETS.values() if t.compute_capability == cc)
+    req = prepare_build(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.engine", "fp32", target, trt.__version__,
+                        batch=(1, 2, 4), timing_cache=str(tmp_path / "tc"))
+    build_engine(req)
+    backend = open_backend(tmp_path / "m.engine")
+    x = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(backend.predict(x), 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True)))
+                               .repeat(2, 1), atol=1e-5)
+    assert (tmp_path / "tc").is_file()
