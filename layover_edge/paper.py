@@ -85,7 +85,8 @@ def evaluate(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, c
 
 
 def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds, out: Path,
-                 progress: bool) -> dict:
+                 progress: bool) -> tuple[dict, dict]:
+    """One backbone's tables entry, and the raw validation predictions of every method."""
     labels = list(train_ds.classes)
     base = ModelConfig(backbone=backbone, weights=weights, num_classes=len(labels), labels=labels,
                        image_size=pc.image_size or paper_image_size(backbone), mean=pc.mean, std=pc.std,
@@ -102,7 +103,7 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
     rm_key = "RM@1" if "RM@1" in taps else next(iter(taps))
     methods["RM"] = taps[rm_key]
     if pc.ft_epochs:
-        methods["FT"], _ = evaluate(replace(base, method="ft", tap=pc.taps[0]), replace(tcfg, epochs=pc.ft_epochs),
+        methods["FT"], preds["FT"] = evaluate(replace(base, method="ft", tap=pc.taps[0]), replace(tcfg, epochs=pc.ft_epochs),
                                     train_ds, val_ds, runs / "ft", None, progress)
     entry = {"weights": weights, "image_size": base.image_size, "rm": rm_key, "methods": methods, "taps": taps}
     if distributed.is_main():
@@ -113,7 +114,7 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
         if hard:
             entry["gallery"] = str(save_gallery(val_ds, hard, out / f"gallery_{slug(backbone)}.png"))
             entry["figure2"] = str(figure2(methods["RM"]["checkpoint"], val_ds, hard, out / f"figure2_{slug(backbone)}.png"))
-    return entry
+    return entry, preds
 
 
 def figure2(checkpoint: str, val_ds, hard: list[dict], path: Path) -> Path:
@@ -136,7 +137,7 @@ def run_paper(pc: PaperConfig, train_ds, val_ds, out: str | Path, data_name: str
                                               "val_images": len(val_ds), "classes": list(train_ds.classes)},
                "backbones": {}}
     for backbone, weights in zip(pc.backbones, pc.weights):
-        results["backbones"][backbone] = run_backbone(pc, backbone, weights, train_ds, val_ds, out, progress)
+        results["backbones"][backbone], _ = run_backbone(pc, backbone, weights, train_ds, val_ds, out, progress)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     if distributed.is_main():
         write_json(out / "results.json", results)

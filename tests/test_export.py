@@ -3,6 +3,7 @@ ModelOpt, and the parity reports (FP32 portable, FP32 plugin, INT8) in ONNX Runt
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +27,7 @@ CALIB = 64  # small for speed: the < 300 warning is asserted below
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    run_demo(DemoConfig.quick(), out, progress=False, device="cpu")
-    return out / "runs" / "rm1" / "best"
+    return Path(run_demo(DemoConfig.quick(), out, progress=False, device="cpu")["methods"]["RM"]["checkpoint"])
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ pytest.importorskip("onnxruntime")
 from layover_edge.errors import LayoverError  # noqa: E402
 from layover_edge.runtime import open_backend  # noqa: E402
 from layover_edge.runtime.onnx_backend import OnnxBackend  # noqa: E402
-from test_tensorrt import tiny_onnx  # noqa: E402
+from onnx_fixtures import tiny_onnx  # noqa: E402
 
 
 def test_predict_and_metadata(tmp_path):

@@ -11,40 +11,14 @@ onnx = pytest.importorskip("onnx")
 
 from layover_edge.errors import LayoverError  # noqa: E402
 from layover_edge.export.build import make_sidecar, prepare_build  # noqa: E402
-from layover_edge.export.metadata import FORMAT, set_metadata  # noqa: E402
 from layover_edge.export.plan import plan_build  # noqa: E402
 from layover_edge.export.targets import TARGETS, get_target  # noqa: E402
 from layover_edge.runtime import open_backend  # noqa: E402
 from layover_edge.runtime.sidecar import check_compatible, read_sidecar, sidecar_path  # noqa: E402
+from onnx_fixtures import tiny_onnx  # noqa: E402
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not importable (no TensorRT on this machine)")
-
-
-def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
-    """image (B,3,8,8) -> GlobalAveragePool -> Flatten -> Gemm -> logits, Sigmoid -> probabilities."""
-    from onnx import TensorProto, helper, numpy_helper
-    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["p"], name="pool"),
-             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "w", "b"], ["logits"], name="node_linear_0", transB=1),
-             helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="node_sigmoid")]
-    opsets = [helper.make_opsetid("", 18)]
-    if plugin:
-        nodes[1] = helper.make_node("LayoverFusedMix", ["p"], ["f"], name="layover_fused_mix",
-                                    domain="ai.onnx.contrib", plugin_version="1", plugin_namespace="layover")
-        opsets.append(helper.make_opsetid("ai.onnx.contrib", 1))
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 8, 8])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 2]) for n in ("logits", "probabilities")],
-        [numpy_helper.from_array(np.ones((2, 3), np.float32), "w"), numpy_helper.from_array(np.zeros(2, np.float32), "b")])
-    model = helper.make_model(graph, opset_imports=opsets)
-    set_metadata(model, {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8,
-                         "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp",
-                         "backbone": "tiny", "tap": 1, "rs": "linear", "opset": 18,
-                         "form": "plugin" if plugin else "portable", "precision": precision, "input": "image",
-                         "outputs": ["logits", "probabilities"], "high_precision_nodes": ["node_linear_0", "node_sigmoid"]})
-    onnx.save(model, str(path))
-    return path
 
 
 def test_targets():

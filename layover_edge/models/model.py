@@ -104,10 +104,17 @@ def build_head(cfg: ModelConfig, backbone: Backbone) -> nn.Module:
     return LayoverHead(backbone.tap_channels[0], backbone.num_features, cfg.num_classes, cfg.rs)
 
 
+RANDOM_INIT_SEED = 0
+
+
 def build_backbone(cfg: ModelConfig, taps: list[int] | None, load_weights: bool = True) -> Backbone:
     """The timm model named by ``cfg`` with its weights, tapped at ``taps``; fills cfg's data config."""
     pretrained = load_weights and cfg.weights == "pretrained"
-    timm_model = create_timm(cfg.backbone, pretrained=pretrained)
+    with torch.random.fork_rng(devices=[]):
+        # "none" means one fixed random init, so the feature cache and the model built to train
+        # on it hold the same backbone, whatever the caller's random state
+        torch.manual_seed(RANDOM_INIT_SEED)
+        timm_model = create_timm(cfg.backbone, pretrained=pretrained)
     if load_weights and cfg.weights not in ("pretrained", "none"):
         load_backbone_weights(timm_model, cfg.weights)
     resolve_data_config(cfg, timm_model)

@@ -1,0 +1,80 @@
+"""The CLI as a user meets it: tables, --json, one-line errors with exit code 2, no tracebacks."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from layover_edge.cli import build_parser, main
+from layover_edge.demo import DemoConfig, run_demo
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_params_json_matches_table_1(capsys):
+    code, out, _ = run(["params", "--backbone", "resnetv2_101x3_bit", "--json"], capsys)
+    params = json.loads(out)["params"]
+    assert code == 0
+    assert round(params["ft"]["trainable"] / 1e6) == 387 and round(params["rm"]["trainable"] / 1e6) == 5
+    assert params["lp"]["trainable"] == 6144 * 80 + 80
+
+
+@pytest.mark.parametrize("args,message", [
+    (["params", "--backbone", "no_such_net"], "unknown backbone"),
+    (["params", "--backbone", "test_convnext", "--tap", "7"], "out of range"),
+    (["eval", "/nonexistent/ckpt"], "not a layover-edge checkpoint"),
+    (["train", "--backbone", "test_convnext", "--weights", "/nonexistent.safetensors", "--out", "{tmp}/r",
+      "--train-size", "8", "--val-size", "8"], "weights file not found"),
+])
+def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
+    code, out, err = run([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if "error:" in line]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_train_then_eval_from_the_command_line(tmp_path, capsys):
+    common = ["--data-image-size", "48", "--train-size", "48", "--val-size", "32", "--num-classes", "5"]
+    code, out, _ = run(["train", "--backbone", "test_convnext", "--weights", "none", "--method", "rm",
+                        "--image-size", "48", "--epochs", "2", "--batch-size", "16", "--out", str(tmp_path / "run"),
+                        "--quiet", "--json", *common], capsys)
+    summary = json.loads(out)
+    assert code == 0 and summary["best_epoch"] in (1, 2) and len(summary["history"]) == 2
+    code, out, _ = run(["eval", summary["checkpoint"], "--quiet", "--json", *common], capsys)
+    metrics = json.loads(out)
+    assert code == 0 and metrics["num_images"] == 32
+    assert metrics["mAP"] == pytest.approx(summary["best"]["mAP"], abs=0.5)
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    for name, sub in verbs.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def test_demo_writes_results_report_and_plot(tmp_path):
+    results = run_demo(DemoConfig.quick(), tmp_path, progress=False, device="cpu")
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["methods"]) == {"LP", "RM", "FT"}
+    for m in saved["methods"].values():
+        assert {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "params_trainable", "train_seconds", "AP"} <= set(m)
+        assert len(m["AP"]) == DemoConfig.quick().num_classes
+    assert set(saved["methods"]["RM"]["alpha_per_class"]) == set(saved["data"]["classes"])
+    assert saved["methods"]["LP"]["params_trainable"] < saved["methods"]["RM"]["params_trainable"] \
+        < saved["methods"]["FT"]["params_trainable"]
+    report = (tmp_path / "report.md").read_text()
+    assert "Table 1" in report and f"{results['methods']['LP']['mAP']:.1f}" in report
+    assert (tmp_path / "per_class_ap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_console_script_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "layover_edge", "--help"], capture_output=True, text=True, check=True)
+    for verb in ("train", "eval", "params", "demo", "features", "export", "build", "parity", "tag", "bench"):
+        assert verb in out.stdout
