@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .checkpoint import save_checkpoint
 from .config import METHODS, ModelConfig
 from .errors import LayoverError
-from .io import atomic_path, write_json, write_text
+from .io import save_figure, write_json, write_text
 from .runtime.base import Backend
 from .runtime.torch_backend import PRECISIONS, TorchBackend
 
@@ -401,8 +401,4 @@ def plot(result: dict, path: Path) -> Path | None:
         ax.set_ylabel("p50 latency (ms), whisker p90")
     axes[0][0].legend()
     fig.suptitle(f"{result['config']['backbone']} on {result['environment']['device_name']}", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

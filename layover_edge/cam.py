@@ -20,7 +20,7 @@ from PIL import Image
 from .config import ModelConfig
 from .data import build_transform
 from .errors import LayoverError
-from .io import atomic_path
+from .io import save_figure
 from .models import LayoverModel, stage_modules
 from .models.backbone import tap_layout
 
@@ -81,9 +81,4 @@ def save_cam_grid(model: LayoverModel, cfg: ModelConfig, images: list[Image.Imag
         axes[r][0].set_ylabel(f"{cfg.labels[class_index]}\np={probs[class_index]:.2f}" + (f"\n{label}" if label else ""),
                               fontsize=8)
     fig.suptitle(f"EigenCAM per stage, {cfg.backbone} {cfg.method.upper()}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_path
+from .io import save_figure
 
 
 def hard_instances(lp: np.ndarray, rm: np.ndarray, targets: np.ndarray, rows: np.ndarray, classes: list[str],
@@ -35,9 +35,4 @@ def save_gallery(dataset, instances: list[dict], path: str | Path, columns: int 
         ax.imshow(dataset[inst["index"]][0])
         ax.set_title(f"{inst['class']}\nLP {inst['lp']:.2f}  RM {inst['rm']:.2f}", fontsize=8)
     fig.suptitle("Hard instances: true labels LP scores lowest", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

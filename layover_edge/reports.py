@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import atomic_path, write_text
+from .io import save_figure, write_text
 from .metrics import format_table
 from .paper import table1, table2, table3, table4
 
@@ -25,11 +25,7 @@ def plot_per_class_ap(ap_lp: dict[str, float], ap_rm: dict[str, float], rm_name:
     ax.set_ylabel("AP (%)")
     ax.set_title(f"Per-class AP, LP vs {rm_name} (sorted by LP)")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write_report(results: dict, out: Path) -> Path:

@@ -65,7 +65,7 @@ def cache_cfg(weights):
 
 
 def test_interrupted_extraction_resumes_to_the_same_cache(tmp_path, weights):
-    full = extract_features(model_cfg(weights), Scenes("train", 40, 48, 5), "train", tmp_path / "full",
+    extract_features(model_cfg(weights), Scenes("train", 40, 48, 5), "train", tmp_path / "full",
                             batch_size=8, progress=False)
     with pytest.raises(KeyboardInterrupt):
         extract_features(model_cfg(weights), Scenes("train", 40, 48, 5, interrupt_at=21), "train",

@@ -9,7 +9,6 @@ from layover_edge.data.synthetic import SyntheticScenes
 from layover_edge.errors import LayoverError
 from layover_edge.pipeline import train_run
 from layover_edge.train import CachedBatches, fit, soft_margin_loss
-from layover_edge.models import build_model
 
 
 def test_loss_equals_multilabel_soft_margin_without_ignored_entries():
