@@ -1,17 +1,12 @@
 """The deployment verbs: ``export``, ``build`` and ``parity`` (registered by ``add_parsers``)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from ..errors import LayoverError
-from ..io import json_safe
+from ..cli.common import emit
 from .targets import TARGETS
-
-
-def _emit(args, result: dict, text: str) -> None:
-    print(json.dumps(json_safe(result), indent=2, allow_nan=False) if args.json else text)
 
 
 def _row(path: Path, seconds: float) -> dict:
@@ -62,7 +57,7 @@ def cmd_export(args) -> int:
         rows["fp16"] = _row(out / "model.fp16.onnx", time.perf_counter() - t)
     table = format_table(rows, columns=("file", "precision", "opset", "nodes", "qdq", "MB", "sha256", "seconds"),
                          first="graph")
-    _emit(args, {"checkpoint": args.checkpoint, "files": rows}, f"exported {args.checkpoint}\n\n{table}")
+    emit(args, {"checkpoint": args.checkpoint, "files": rows}, f"exported {args.checkpoint}\n\n{table}")
     return 0
 
 
@@ -80,7 +75,7 @@ def cmd_build(args) -> int:
                         args.plugins or [], args.timing_cache, args.dla_core)
     command = req.trtexec()
     if args.trtexec_only:
-        _emit(args, {"trtexec": command, "tensorrt": version, "plan": vars(req.plan)}, command)
+        emit(args, {"trtexec": command, "tensorrt": version, "plan": vars(req.plan)}, command)
         return 0
     if not installed:
         raise LayoverError(f"TensorRT is not installed here; build on the device with: {command}")
@@ -91,7 +86,7 @@ def cmd_build(args) -> int:
                                 "tensorrt": sidecar["tensorrt"], "batch": "/".join(map(str, sidecar["batch"])),
                                 "seconds": sidecar["build_seconds"]}}
     from ..metrics import format_table
-    _emit(args, {"engine": str(engine), "sidecar": sidecar},
+    emit(args, {"engine": str(engine), "sidecar": sidecar},
           format_table(rows, columns=("precision", "target", "gpu", "tensorrt", "batch", "seconds"), first="engine"))
     return 0
 
@@ -114,7 +109,7 @@ def cmd_parity(args) -> int:
     out = Path(args.out) if args.out else Path(args.against).parent / f"parity-{Path(args.against).stem}"
     json_path, md_path = write_reports(result, out, title)
     result["reports"] = [str(json_path), str(md_path)]
-    _emit(args, result, markdown(result, title) + f"\nreports: {json_path}, {md_path}")
+    emit(args, result, markdown(result, title) + f"\nreports: {json_path}, {md_path}")
     return 0 if result["passed"] else 1
 
 

@@ -7,8 +7,9 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from .errors import LayoverError
-from .io import atomic_path, json_safe
+from ..errors import LayoverError
+from ..io import atomic_path, json_safe
+from .common import emit
 
 
 def add_parsers(sub) -> None:
@@ -63,8 +64,8 @@ def add_tag_parser(sub) -> None:
 
 def open_model(path: str, device: str, precision: str, mode: str):
     """Any model file behind the Backend interface; a wrong or broken file is one clear error."""
-    from .runtime.factory import kind_of, open_backend
-    from .train import resolve_device
+    from ..runtime.factory import kind_of, open_backend
+    from ..train import resolve_device
     kind = kind_of(path)
     dev = str(resolve_device(device))
     options = {"dtype": precision, "mode": mode} if kind == "torch" else {}
@@ -83,7 +84,7 @@ def open_model(path: str, device: str, precision: str, mode: str):
 
 
 def tag_summary_text(summary: dict, labels: list[str]) -> str:
-    from .metrics import format_table
+    from ..metrics import format_table
     head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
             f"({summary['frames_per_second']:.1f} frames/s; inference {summary['inference_seconds']:.1f} s), "
             f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
@@ -94,9 +95,9 @@ def tag_summary_text(summary: dict, labels: list[str]) -> str:
 
 
 def cmd_tag(args) -> int:
-    from .draw import Drawer
-    from .sources import CaptureOptions, open_sources
-    from .tag import Tagger
+    from ..draw import Drawer
+    from ..sources import CaptureOptions, open_sources
+    from ..tag import Tagger
     backend = open_model(args.model, args.device, args.precision, args.mode)
     sources = open_sources(args.sources, CaptureOptions(args.width, args.height, args.framerate, args.flip,
                                                         args.codec))
@@ -126,7 +127,7 @@ def cmd_tag(args) -> int:
 # -------------------------------------------------------------------------- bench
 
 def add_bench_parser(sub) -> None:
-    from .bench import FORMATS, TORCH_MODES, BenchConfig
+    from ..bench import FORMATS, TORCH_MODES, BenchConfig
     d = BenchConfig()
     p = sub.add_parser(
         "bench", help="latency of LP vs RM vs FT on every available backend and precision",
@@ -166,8 +167,8 @@ def add_bench_parser(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from .bench import BenchConfig, markdown, run_bench
-    from .train import resolve_device
+    from ..bench import BenchConfig, markdown, run_bench
+    from ..train import resolve_device
     cfg = BenchConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
                       num_classes=args.num_classes, tap=args.tap, methods=tuple(args.methods),
                       batches=tuple(args.batches), device=str(resolve_device(args.device)),
@@ -176,7 +177,7 @@ def cmd_bench(args) -> int:
                       modes=tuple(args.modes) if args.modes else None, warmup=args.warmup, iters=args.iters,
                       rounds=args.rounds, calib_images=args.calib_images, threads=args.threads)
     result = run_bench(cfg, Path(args.out), progress=not args.quiet)
-    print(json.dumps(json_safe(result), indent=2) if args.json else markdown(result))
+    emit(args, result, markdown(result))
     if not any(r["status"] == "ok" for r in result["rows"]):
         raise LayoverError(f"every variant failed; see {Path(args.out) / 'bench.json'}")
     return 0

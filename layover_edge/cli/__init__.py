@@ -1,0 +1,38 @@
+"""The ``layover-edge`` command: one verb per job, each with --help, --json and a summary table.
+
+Verbs live beside this file by subject (train.py, paper.py, edge.py) and in export/cli.py;
+each module registers its own with ``add_parsers``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import LayoverError
+from ..export import cli as export_verbs
+from . import edge, paper, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layover-edge", description=(
+        "Layover early-exit multi-label tagging: train LP / RM / FT on frozen timm backbones, export to "
+        "ONNX and TensorRT, check parity, tag images and streams, benchmark latency."))
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verbs in (train, paper, export_verbs, edge):
+        verbs.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LayoverError as e:
+        print(f"layover-edge {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"layover-edge {args.verb}: interrupted (train and features resume where they stopped)",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,128 @@
+"""What the verbs share: argument groups, data set and model config from arguments, output."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import METHODS, ModelConfig, TrainConfig
+from ..io import json_safe
+from ..models import RS_VARIANTS
+
+T = TrainConfig()
+
+
+def add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", required=True, help="timm model name, e.g. resnetv2_50x3_bit.goog_in21k")
+    g.add_argument("--weights", default="pretrained",
+                   help="'pretrained' (timm's weights, from its hub cache), 'none' (random init) or a path "
+                        "to a .safetensors / torch checkpoint of the backbone (default: %(default)s)")
+    if method:
+        g.add_argument("--method", choices=METHODS, default="rm",
+                       help="lp: linear probe; rm: the Layover head; ft: fine-tune everything (default: %(default)s)")
+        g.add_argument("--tap", type=int, default=1,
+                       help="stage whose output feeds the RM branch, the paper's @k (default: %(default)s)")
+        g.add_argument("--rs", choices=RS_VARIANTS, default="linear",
+                       help="representation summarisation: linear (pool, Linear, sigmoid) or pool1d "
+                            "(the paper's eq. 3, parameter-free) (default: %(default)s)")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="input resolution in pixels (default: the backbone's pretrained config)")
+
+
+def add_data_args(p: argparse.ArgumentParser, splits: bool = True) -> None:
+    from ..data import DATASETS
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="synthetic", choices=sorted(DATASETS),
+                   help="data set: synthetic (generated, no files), coco2014 / coco2017 (instances JSON), voc2007 "
+                        "(XML or ImageSets), folder (your images + a CSV / JSON-lines label file) "
+                        "(default: %(default)s)")
+    g.add_argument("--data-root", default=None,
+                   help="data set directory: COCO root with annotations/ and train2014/..; VOCdevkit (or VOC2007); "
+                        "a folder with train.csv / val.jsonl / labels.csv (+ optional classes.txt)")
+    if splits:
+        g.add_argument("--train-split", default=None,
+                       help="split to train on (default: train; trainval for voc2007)")
+        g.add_argument("--val-split", default=None,
+                       help="split to validate on (default: val; test for voc2007)")
+    g.add_argument("--empty-images", choices=("auto", "drop", "keep"), default="auto",
+                   help="COCO images without annotations: auto drops them from the train split (ML-GCN / ASL) "
+                        "and keeps them as all-negative elsewhere; drop everywhere reproduces ML-GCN / ASL "
+                        "evaluation exactly (default: %(default)s)")
+    g.add_argument("--voc-source", choices=("auto", "xml", "imagesets"), default="auto",
+                   help="VOC labels from Annotations/*.xml or ImageSets/Main/<class>_<split>.txt "
+                        "(default: %(default)s: XML where present)")
+    g.add_argument("--missing", choices=("error", "skip"), default="error",
+                   help="listed images whose file does not exist: stop with an error, or skip and list them "
+                        "with the unreadable ones (default: %(default)s)")
+    g.add_argument("--train-size", type=int, default=2000, help="synthetic: training images (default: %(default)s)")
+    g.add_argument("--val-size", type=int, default=1000, help="synthetic: validation images (default: %(default)s)")
+    g.add_argument("--num-classes", type=int, default=10, help="synthetic: number of classes (default: %(default)s)")
+    g.add_argument("--data-image-size", type=int, default=96,
+                   help="synthetic: side of the generated images in pixels (default: %(default)s)")
+    g.add_argument("--data-seed", type=int, default=0, help="synthetic: generator seed (default: %(default)s)")
+
+
+def add_transform_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transform (default: the backbone's timm pretrained config, at the paper's 448 px "
+                             "for BiT)")
+    g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="normalisation mean, e.g. 0.485 0.456 0.406 (ImageNet, as the official code used)")
+    g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="normalisation std, e.g. 0.229 0.224 0.225")
+    g.add_argument("--interpolation", choices=("bilinear", "bicubic", "nearest"), default=None,
+                   help="resize interpolation (default: the pretrained config's)")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--batch-size", type=int, default=T.batch_size, help="batch size (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
+    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout instead of a table")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def split_name(args, role: str) -> str:
+    """The split for ``role`` ("train" or "val"): --train-split / --val-split / --split, else the data set's default."""
+    from ..data import default_splits
+    given = getattr(args, f"{role}_split", None) or getattr(args, "split", None)
+    return given or default_splits(args.data)[0 if role == "train" else 1]
+
+
+def dataset(args, split: str):
+    from ..data import build_dataset
+    if args.data == "synthetic":
+        size = args.train_size if split == "train" else args.val_size
+        return build_dataset("synthetic", split, num_images=size, image_size=args.data_image_size,
+                             num_classes=args.num_classes, seed=args.data_seed)
+    options: dict = {"missing": args.missing}
+    if args.data.startswith("coco"):
+        options["drop_empty"] = {"auto": None, "drop": True, "keep": False}[args.empty_images]
+    if args.data == "voc2007":
+        options["source"] = args.voc_source
+    return build_dataset(args.data, split, root=args.data_root, **options)
+
+
+def model_config(args, ds, **fields) -> ModelConfig:
+    """ModelConfig for ``ds`` with the transform options (paper resolution for BiT unless --image-size)."""
+    from ..data import paper_image_size
+    return ModelConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size or
+                       paper_image_size(args.backbone), mean=tuple(args.mean) if args.mean else None,
+                       std=tuple(args.std) if args.std else None, interpolation=args.interpolation,
+                       num_classes=len(ds.classes), labels=list(ds.classes), **fields)
+
+
+def unreadable_text(skipped: dict[str, list[dict]], where: str = "") -> str:
+    """The unreadable images of each split, listed (never silently dropped)."""
+    lines = []
+    for split, items in skipped.items():
+        if items:
+            lines.append(f"\n{len(items)} unreadable image(s) skipped in {split}:")
+            lines += [f"  {s.get('path', '#' + str(s['index']))}: {s['reason']}" for s in items[:50]]
+            if len(items) > 50:
+                lines.append(f"  ... and {len(items) - 50} more{where}")
+    return "\n".join(lines)
+
+
+def emit(args, result: dict, text: str) -> None:
+    print(json.dumps(json_safe(result), indent=2, allow_nan=False) if args.json else text)

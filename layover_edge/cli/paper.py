@@ -1,0 +1,87 @@
+"""Verbs for the paper's experiments: paper (Tables 1-4) and cam (Figure 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import LayoverError
+from .common import T, add_data_args, add_run_args, add_transform_args, dataset, emit, split_name
+
+
+def cmd_paper(args) -> int:
+    from .. import distributed
+    from ..paper import PaperConfig, run_paper, tables_markdown
+    weights = args.weights * len(args.backbones) if len(args.weights) == 1 else args.weights
+    pc = PaperConfig(backbones=args.backbones, weights=weights, taps=tuple(args.taps), epochs=args.epochs,
+                     ft_epochs=args.ft_epochs, image_size=args.image_size,
+                     mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
+                     interpolation=args.interpolation, batch_size=args.batch_size, num_workers=args.workers,
+                     seed=args.seed, device=args.device, top_alpha=args.top_alpha, gallery=args.gallery)
+    with distributed.session():
+        train_ds, val_ds = dataset(args, split_name(args, "train")), dataset(args, split_name(args, "val"))
+        if list(val_ds.classes) != list(train_ds.classes):
+            raise LayoverError("the training and validation splits have different class lists")
+        results = run_paper(pc, train_ds, val_ds, args.out, args.data, progress=not args.quiet)
+        if distributed.is_main():
+            emit(args, results, tables_markdown(results, args.top_alpha) + f"\n(written to {args.out}/tables.md)")
+    return 0
+
+
+def cmd_cam(args) -> int:
+    from PIL import Image
+    from ..cam import save_cam_grid
+    from ..checkpoint import load_checkpoint
+    from ..models import stage_modules
+    from ..train import resolve_device
+    model, cfg = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    if args.class_name not in cfg.labels:
+        raise LayoverError(f"class {args.class_name!r} is not among the checkpoint's {len(cfg.labels)} labels")
+    images = []
+    for path in args.images:
+        try:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        except OSError as e:
+            raise LayoverError(f"cannot read image {path}: {e}") from None
+    out = save_cam_grid(model, cfg, images, cfg.labels.index(args.class_name), args.out,
+                        titles=[Path(p).name for p in args.images])
+    emit(args, {"png": str(out), "class": args.class_name, "images": args.images},
+         f"EigenCAM grid ({len(images)} image(s) x {len(stage_modules(model.backbone.model))} stages) -> {out}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("paper", help="the paper's experiments: LP, RM@k, FT per backbone and Tables 1-4",
+                       description="For each backbone: extract features once, train LP and RM at every tap from "
+                                   "the cache and FT from images, evaluate the best epochs, and write Tables 1-4, "
+                                   "the hard-instance gallery and EigenCAM maps into OUT (results.json, tables.md).")
+    g = p.add_argument_group("model")
+    g.add_argument("--backbones", nargs="+", required=True, metavar="NAME",
+                   help="timm model names, e.g. resnetv2_101x3_bit.goog_in21k swin_base_patch4_window12_384.ms_in22k")
+    g.add_argument("--weights", nargs="+", default=["pretrained"], metavar="W",
+                   help="'pretrained', 'none' or a checkpoint path: one for all backbones, or one each "
+                        "(default: pretrained)")
+    g.add_argument("--taps", type=int, nargs="+", default=[1, 2, 3], help="RM taps @k (default: 1 2 3)")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="input resolution (default: 448 for BiT, else the backbone's pretrained config)")
+    add_data_args(p)
+    add_transform_args(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--out", required=True, help="output directory: tables.md, results.json, runs/, features/, PNGs")
+    g.add_argument("--epochs", type=int, default=T.epochs, help="LP and RM epochs (default: %(default)s)")
+    g.add_argument("--ft-epochs", type=int, default=T.epochs, help="FT epochs; 0 skips FT (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=T.seed, help="seed for head init and shuffling (default: %(default)s)")
+    g.add_argument("--top-alpha", type=int, default=8, help="classes in Table 3 (default: %(default)s)")
+    g.add_argument("--gallery", type=int, default=12, help="hard instances in the gallery (default: %(default)s)")
+    add_run_args(p)
+    p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("cam", help="EigenCAM activation maps at every backbone stage (the paper's Figure 2)",
+                       description="Save a PNG grid: one row per image, the image and the EigenCAM map of each "
+                                   "stage @1..@n of the checkpoint's backbone, captioned with the class score.")
+    p.add_argument("checkpoint", help="checkpoint directory (config.json + safetensors)")
+    p.add_argument("--image", dest="images", nargs="+", required=True, metavar="PATH", help="image file(s)")
+    p.add_argument("--class", dest="class_name", required=True, help="class name whose score captions each row")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a line of text")
+    p.set_defaults(func=cmd_cam)
