@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
 from .errors import LayoverError
-from .io import atomic_dir
+from .io import atomic_dir, read_json
 from .models import LayoverModel, build_model
 
 FORMAT = "layover-edge/checkpoint/1"
@@ -46,12 +46,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise LayoverError(f"{path} is not a layover-edge checkpoint (no config.json)")
-    try:
-        doc = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise LayoverError(f"{cfg_file} is not valid JSON: {e}") from None
-    if doc.get("format") != FORMAT:
-        raise LayoverError(f"{cfg_file}: unknown format {doc.get('format')!r}, expected {FORMAT!r}")
+    doc = read_json(cfg_file, FORMAT)
     return ModelConfig.from_dict(doc["model"]), doc
 
 

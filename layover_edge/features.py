@@ -10,7 +10,6 @@ stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -18,11 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import ModelConfig
 from . import distributed
+from .config import ModelConfig
 from .data import Skipped, image_loader, skipped_report
 from .errors import LayoverError
-from .io import write_json
+from .io import read_json, write_json
 from .kernels import pool
 from .models import build_backbone
 
@@ -61,11 +60,11 @@ class FeatureCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.manifest = json.loads((self.root / "manifest.json").read_text())
+        self.manifest = read_json(self.root / "manifest.json")
         if not self.manifest.get("complete"):
             raise LayoverError(f"feature cache {self.root} is incomplete; run extraction again to resume")
         self.valid = np.load(self.root / "valid.npy")
-        self.skipped = json.loads((self.root / "skipped.json").read_text())
+        self.skipped = read_json(self.root / "skipped.json")
 
     @property
     def taps(self) -> list[int]:
@@ -98,7 +97,7 @@ def _read_progress(root: Path, world: int) -> dict[int, dict]:
     """Per-rank progress of an interrupted extraction; refuses one left by another process count."""
     states = {}
     for f in sorted(root.glob("progress*.json")):
-        state = json.loads(f.read_text())
+        state = read_json(f)
         names = {_progress_name(r, world): r for r in range(world)}
         if f.name in names:
             states[names[f.name]] = state
@@ -129,7 +128,7 @@ def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, ba
     states: dict[int, dict] = {}
     have_file = root / "manifest.json"
     if have_file.is_file():
-        have = json.loads(have_file.read_text())
+        have = read_json(have_file)
         diff = sorted(key for key in want if have.get(key) != want[key])
         if diff:
             raise LayoverError(f"feature cache {root} was made for something else (differs in: "

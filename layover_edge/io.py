@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import LayoverError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -43,6 +45,20 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def read_json(path: str | os.PathLike, fmt: str | None = None) -> Any:
+    """A JSON file this package wrote; one clear error if it is unreadable, truncated or,
+    with ``fmt``, of another format."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LayoverError(f"{path} is not valid JSON: {e}") from None
+    if fmt is not None and (not isinstance(doc, dict) or doc.get("format") != fmt):
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise LayoverError(f"{path}: unknown format {found!r}, expected {fmt!r}")
+    return doc
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

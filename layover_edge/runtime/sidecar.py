@@ -7,12 +7,12 @@ one elsewhere fails deep inside deserialisation ("Version tag does not match") o
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from ..errors import LayoverError
+from ..io import read_json
 
 FORMAT = "layover-edge/engine/1"
 REQUIRED = ("format", "tensorrt", "gpu", "compute_capability", "precision", "input", "outputs", "batch",
@@ -30,12 +30,7 @@ def read_sidecar(engine: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise LayoverError(f"{engine} has no sidecar {path.name}: build engines with `layover-edge build`, "
                            f"which records the TensorRT version, GPU and labels beside the engine")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise LayoverError(f"{path} is not valid JSON: {e}") from None
-    if doc.get("format") != FORMAT:
-        raise LayoverError(f"{path}: unknown format {doc.get('format')!r}, expected {FORMAT!r}")
+    doc = read_json(path, FORMAT)
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
         raise LayoverError(f"{path} lacks {missing}")
