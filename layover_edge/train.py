@@ -226,6 +226,8 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
         metrics = multilabel_metrics(pred["scores"].numpy(), pred["targets"].numpy())
         row = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": round(elapsed, 3),
                **{k: metrics[k] for k in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")}}
+        if "alpha" in pred:  # a gate closing towards 0 means the RM branch is being switched off
+            row["alpha_mean"] = float(pred["alpha"].mean())
         history.append(row)
         improved = metrics["mAP"] > best["mAP"]
         if improved:

@@ -63,6 +63,7 @@ def test_fit_from_cached_features_learns_and_keeps_the_best_epoch(tmp_path, meth
     log = json.loads((tmp_path / "metrics.json").read_text())
     assert [h["epoch"] for h in log["history"]] == list(range(1, 11))
     assert (tmp_path / "best" / "head.safetensors").is_file()
+    assert all(("alpha_mean" in h) == (method == "rm") for h in result.history)
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
