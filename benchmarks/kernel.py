@@ -6,7 +6,8 @@ the CUDA C++ kernel (when --cuda-lib is given). Each is timed two ways: as calle
 (``call_us``, CPU launch overhead included: what eager inference pays) and replayed from a CUDA
 graph (``graph_us``: GPU time). Read bandwidth = bytes of h / graph_us, reported as a fraction of
 a device-to-device copy's bandwidth (read + write) measured in the same run. Then RM vs LP
-end-to-end latency on timm backbones (random weights, fp16, channels-last) under CUDA graphs.
+end-to-end latency on timm backbones (random weights, fp16, channels-last) under CUDA graphs,
+and a verdict on each of the issue's targets (the `targets` list and the last table).
 
     python benchmarks/kernel.py --out runs/kernel-bench [--cuda-lib build/liblayover_kernels.so]
 
@@ -19,10 +20,12 @@ import json
 import platform
 import statistics
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
+from layover_edge.io import write_json, write_text
 from layover_edge.kernels import cuda_lib, fused_mix
 from layover_edge.kernels.cases import make_inputs
 from layover_edge.kernels.triton_fused_mix import fused_mix_triton
@@ -41,6 +44,11 @@ SHAPES = [
 ]
 # (timm name, px, tapped module, its output layout): @1 = output of the first stage.
 E2E = [("resnetv2_50x3_bit", 448, "stages.0", "NCHW"), ("swin_base_patch4_window12_384", 384, "layers.0", "NHWC")]
+# The issue's targets: fused ≥ 10× eager on this shape at batch 1; h read at ≥ 80 % of the copy
+# bandwidth at batch ≥ 8; RM within 1 % of LP end to end under CUDA graphs.
+SPEEDUP_SHAPE, SPEEDUP_GOAL = "BiT-R50x3@1 448", 10.0
+BANDWIDTH_MIN_BATCH, BANDWIDTH_GOAL = 8, 0.80
+RM_OVER_LP_GOAL = 1.01
 _POOL_DIMS = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}
 
 
@@ -95,10 +103,9 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / (median_us(lambda: dst.copy_(src), 20) * 1e-6)
 
 
-def kernel_rows(batches, cuda_kernels, iters: int, compile_branch: bool) -> list[dict]:
+def kernel_rows(batches, cuda_kernels, iters: int, compile_branch: bool) -> Iterator[dict]:
     torch._dynamo.config.cache_size_limit = 64
     compiled = torch.compile(eager_branch) if compile_branch else None
-    rows = []
     for name, layout, C, H, W, N in SHAPES:
         for B in batches:
             args = make_inputs(layout, B, C, H, W, N, dtype=torch.float16, weight_dtype=torch.float16,
@@ -112,17 +119,14 @@ def kernel_rows(batches, cuda_kernels, iters: int, compile_branch: bool) -> list
                    "h_bytes": args[0].numel() * args[0].element_size()}
             for impl, fn in impls.items():
                 row[impl] = time_both(lambda fn=fn: fn(*args, layout), iters)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    return rows
+            yield row
 
 
-def e2e_rows(batches, iters: int) -> list[dict]:
+def e2e_rows(batches, iters: int) -> Iterator[dict]:
     """LP vs RM latency (CUDA graph replay). RM taps the stage output with a forward hook, so
     both run the same forward_features and differ by exactly the fused branch."""
     import timm
 
-    rows = []
     for model_name, px, tap, layout in E2E:
         model = timm.create_model(model_name, pretrained=False).cuda().half().eval()
         model = model.to(memory_format=torch.channels_last)
@@ -148,12 +152,39 @@ def e2e_rows(batches, iters: int) -> list[dict]:
                     return head(fused_mix(tapped["h"], z, w_rs, w_sl, b_sl, layout))
 
                 t = {k: median_us(graph_of(fn).replay, iters) for k, fn in (("lp", lp), ("rm", rm))}
-            rows.append({"model": model_name, "px": px, "tap": tap, "layout": layout, "batch": B,
-                         "lp_us": t["lp"], "rm_us": t["rm"], "rm_over_lp": t["rm"] / t["lp"]})
-            print(json.dumps(rows[-1]), flush=True)
-        del model
-        torch.cuda.empty_cache()
-    return rows
+            yield {"model": model_name, "px": px, "tap": tap, "layout": layout, "batch": B,
+                   "lp_us": t["lp"], "rm_us": t["rm"], "rm_over_lp": t["rm"] / t["lp"]}
+
+
+def read_bandwidth(row: dict, impl: str) -> float:
+    """Bytes of h read per second of GPU time (CUDA-graph replay)."""
+    return row["h_bytes"] / (row[impl]["graph_us"] * 1e-6)
+
+
+def targets(meta: dict, rows: list[dict], e2e: list[dict]) -> list[dict]:
+    """The issue's targets, judged on this run's numbers: one entry per (target, implementation, timing)."""
+    out = []
+    fused = [k for k in ("triton", "cuda") if rows and k in rows[0]]
+    for impl in fused:
+        for r in (r for r in rows if r["shape"] == SPEEDUP_SHAPE and r["batch"] == 1):
+            for timing in ("call_us", "graph_us"):
+                value = r["eager"][timing] / r[impl][timing]
+                out.append({"target": f"{impl} ≥ {SPEEDUP_GOAL:g}× eager, {SPEEDUP_SHAPE}, batch 1, "
+                                      f"{timing.split('_')[0]} time", "value": value, "goal": SPEEDUP_GOAL,
+                            "met": value >= SPEEDUP_GOAL, "text": f"{value:.1f}×"})
+        big = [r for r in rows if r["batch"] >= BANDWIDTH_MIN_BATCH]
+        if big:
+            worst = min(big, key=lambda r: read_bandwidth(r, impl))
+            value = read_bandwidth(worst, impl) / (meta["copy_bandwidth_GBps"] * 1e9)
+            out.append({"target": f"{impl} reads h at ≥ {BANDWIDTH_GOAL:.0%} of copy bandwidth, every shape at "
+                                  f"batch ≥ {BANDWIDTH_MIN_BATCH}", "value": value, "goal": BANDWIDTH_GOAL,
+                        "met": value >= BANDWIDTH_GOAL,
+                        "text": f"worst {value:.0%} ({worst['shape']}, batch {worst['batch']})"})
+    for e in e2e:
+        out.append({"target": f"RM/LP ≤ {RM_OVER_LP_GOAL:g}, {e['model']}, batch {e['batch']}, CUDA graphs",
+                    "value": e["rm_over_lp"], "goal": RM_OVER_LP_GOAL, "met": e["rm_over_lp"] <= RM_OVER_LP_GOAL,
+                    "text": f"{e['rm_over_lp']:.4f}"})
+    return out
 
 
 def markdown(meta: dict, rows: list[dict], e2e: list[dict]) -> str:
@@ -170,7 +201,7 @@ def markdown(meta: dict, rows: list[dict], e2e: list[dict]) -> str:
     for r in rows:
         cells = " | ".join(f"{r[i]['call_us']:.1f} / {r[i]['graph_us']:.1f}" for i in impls)
         for i in fused:
-            bw = r["h_bytes"] / (r[i]["graph_us"] * 1e-6) / 1e9
+            bw = read_bandwidth(r, i) / 1e9
             cells += f" | {bw:.0f} ({100 * bw / copy_bw:.0f}%)"
         speed = (r["eager"]["call_us"] / r["triton"]["call_us"], r["eager"]["graph_us"] / r["triton"]["graph_us"])
         lines.append(f"| {r['shape']} | {r['batch']} | {r['h_bytes'] / 1e6:.1f} | {cells} | "
@@ -180,16 +211,23 @@ def markdown(meta: dict, rows: list[dict], e2e: list[dict]) -> str:
                   "| model | px | tap | B | LP ms | RM ms | RM/LP |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {e['model']} | {e['px']} | {e['tap']} | {e['batch']} | {e['lp_us'] / 1e3:.3f} | "
                   f"{e['rm_us'] / 1e3:.3f} | {e['rm_over_lp']:.4f} |" for e in e2e]
+    verdicts = targets(meta, rows, e2e)
+    if verdicts:
+        lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['text']} | {'✅' if t['met'] else '❌'} |" for t in verdicts]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for kernel.json and kernel.md")
     p.add_argument("--cuda-lib", help="liblayover_kernels.so; without it the CUDA C++ column is left out")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--e2e-batches", type=int, nargs="+", default=[1, 16])
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32],
+                   help="batch sizes of the kernel table (default: %(default)s)")
+    p.add_argument("--e2e-batches", type=int, nargs="+", default=[1, 16],
+                   help="batch sizes of the end-to-end RM vs LP table (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=100,
+                   help="calls per timing; 7 timings, the median is kept (default: %(default)s)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end RM vs LP models")
     a = p.parse_args(argv)
@@ -202,12 +240,21 @@ def main(argv=None):
             "copy_bandwidth_GBps": copy_bandwidth() / 1e9}
     print(json.dumps(meta), flush=True)
     lib = cuda_lib.load(a.cuda_lib) if a.cuda_lib else None
-    rows = kernel_rows(a.batches, lib, a.iters, not a.no_compile)
-    e2e = [] if a.no_e2e else e2e_rows(a.e2e_batches, max(10, a.iters // 5))
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "kernel.json").write_text(json.dumps({"meta": meta, "kernels": rows, "e2e": e2e}, indent=1))
-    (a.out / "kernel.md").write_text(markdown(meta, rows, e2e))
-    print(markdown(meta, rows, e2e))
+    report = {"meta": meta, "kernels": [], "e2e": [], "targets": []}
+
+    def measured() -> Iterator[tuple[str, dict]]:
+        yield from (("kernels", r) for r in kernel_rows(a.batches, lib, a.iters, not a.no_compile))
+        if not a.no_e2e:
+            yield from (("e2e", r) for r in e2e_rows(a.e2e_batches, max(10, a.iters // 5)))
+
+    # Saved after every row: a run cut short by a device time limit keeps what it measured.
+    for key, row in measured():
+        print(json.dumps(row), flush=True)
+        report[key].append(row)
+        report["targets"] = targets(meta, report["kernels"], report["e2e"])
+        write_json(a.out / "kernel.json", report)
+        write_text(a.out / "kernel.md", markdown(meta, report["kernels"], report["e2e"]))
+    print(markdown(meta, report["kernels"], report["e2e"]))
 
 
 if __name__ == "__main__":
