@@ -7,6 +7,7 @@ replaces the target in one rename.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
 from .errors import LayoverError
-from .io import atomic_dir, read_json
+from .io import atomic_dir, read_json, write_json
 from .models import LayoverModel, build_model
 
 FORMAT = "layover-edge/checkpoint/1"
@@ -48,6 +49,16 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         raise LayoverError(f"{path} is not a layover-edge checkpoint (no config.json)")
     doc = read_json(cfg_file, FORMAT)
     return ModelConfig.from_dict(doc["model"]), doc
+
+
+def set_thresholds(path: str | Path, thresholds: list[float], provenance: dict) -> ModelConfig:
+    """Store per-class thresholds in the checkpoint's config.json (rewritten atomically), with
+    where they came from under ``"thresholds"``."""
+    path = Path(path)
+    cfg, doc = read_config(path)
+    cfg = replace(cfg, thresholds=[float(t) for t in thresholds])  # checks the count
+    write_json(path / "config.json", doc | {"model": cfg.to_dict(), "thresholds": provenance})
+    return cfg
 
 
 def _load_into(module: torch.nn.Module, file: Path, what: str) -> None:

@@ -33,6 +33,8 @@ class ModelConfig:
             raise LayoverError(f"{len(self.labels)} label names for {self.num_classes} classes")
         if not self.labels:
             self.labels = [f"class_{i}" for i in range(self.num_classes)]
+        if self.thresholds is not None and len(self.thresholds) != self.num_classes:
+            raise LayoverError(f"{len(self.thresholds)} thresholds for {self.num_classes} classes")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

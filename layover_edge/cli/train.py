@@ -6,6 +6,7 @@ from pathlib import Path
 from ..config import METHODS, ModelConfig, TrainConfig
 from ..errors import LayoverError
 from ..models import RS_VARIANTS
+from ..thresholds import OBJECTIVES
 from .common import (T, add_data_args, add_model_args, add_run_args, add_transform_args, dataset, emit,
                      model_config, split_name, unreadable_text)
 
@@ -74,31 +75,81 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def _predict_split(args):
+    """The checkpoint's scores on a split from images: (cfg, predictions, split, unreadable)."""
     from .. import distributed
     from ..checkpoint import load_checkpoint
     from ..data import skipped_report
-    from ..metrics import format_table, multilabel_metrics
     from ..pipeline import image_batches
     from ..train import predict, resolve_device
+    device = resolve_device(args.device)
+    model, cfg = load_checkpoint(args.checkpoint, device)
+    split = split_name(args, "val")
+    ds = dataset(args, split)
+    if list(ds.classes) != cfg.labels:
+        raise LayoverError(f"the data set's classes do not match the checkpoint's labels "
+                           f"({len(ds.classes)} vs {len(cfg.labels)} classes)")
+    batches = image_batches(cfg, ds, args.batch_size, shuffle=False, num_workers=args.workers)
+    pred = predict(model, batches, device)
+    return cfg, pred, split, skipped_report(ds, distributed.gather_skipped(batches.skipped))
+
+
+def cmd_eval(args) -> int:
+    from .. import distributed
+    from ..metrics import format_table, multilabel_metrics
     with distributed.session():
-        device = resolve_device(args.device)
-        model, cfg = load_checkpoint(args.checkpoint, device)
-        split = split_name(args, "val")
-        ds = dataset(args, split)
-        if list(ds.classes) != cfg.labels:
-            raise LayoverError(f"the data set's classes do not match the checkpoint's labels "
-                               f"({len(ds.classes)} vs {len(cfg.labels)} classes)")
-        batches = image_batches(cfg, ds, args.batch_size, shuffle=False, num_workers=args.workers)
-        pred = predict(model, batches, device)
+        cfg, pred, split, unreadable = _predict_split(args)
         thresholds = args.threshold if args.threshold is not None else (cfg.thresholds or 0.5)
         m = multilabel_metrics(pred["scores"].numpy(), pred["targets"].numpy(), thresholds)
-        m["unreadable"] = skipped_report(ds, distributed.gather_skipped(batches.skipped))
+        m["unreadable"] = unreadable
         m["per_class"] = dict(zip(cfg.labels, m["AP"]))
         if distributed.is_main():
             emit(args, m, f"{args.checkpoint} on {args.data}/{split}: {m['num_images']} images, "
                           f"{len(m['unreadable'])} unreadable\n\n{format_table({cfg.method.upper(): m})}"
                           + unreadable_text({split: m["unreadable"]}))
+    return 0
+
+
+def cmd_thresholds(args) -> int:
+    from dataclasses import asdict
+
+    from .. import distributed
+    from ..checkpoint import set_thresholds
+    from ..metrics import format_table, multilabel_metrics
+    from ..thresholds import tune_thresholds
+    with distributed.session():
+        cfg, pred, split, unreadable = _predict_split(args)
+        scores, targets = pred["scores"].numpy(), pred["targets"].numpy()
+        tuned = tune_thresholds(scores, targets, args.objective, args.min_precision)
+        values = [t.threshold for t in tuned]
+        before = multilabel_metrics(scores, targets, cfg.thresholds or 0.5)
+        after = multilabel_metrics(scores, targets, values)
+        provenance = {"data": args.data, "split": split, "objective": args.objective,
+                      "min_precision": args.min_precision if args.objective == "precision" else None,
+                      "num_images": after["num_images"]}
+        never = [label for label, t in zip(cfg.labels, tuned) if not t.reached]
+        if args.write and distributed.is_main():
+            set_thresholds(args.checkpoint, values, provenance)
+        result = provenance | {"checkpoint": str(args.checkpoint), "written": bool(args.write),
+                               "before": before, "after": after, "never_tagged": never, "unreadable": unreadable,
+                               "per_class": {label: asdict(t) | {"AP": ap}
+                                             for label, t, ap in zip(cfg.labels, tuned, after["AP"])}}
+        if distributed.is_main():
+            per_class = format_table(
+                {label: {"positives": r["positives"], "AP": r["AP"], "threshold": f"{r['threshold']:.4f}",
+                         "P": 100 * r["precision"], "R": 100 * r["recall"], "F1": 100 * r["f1"]}
+                 for label, r in result["per_class"].items()},
+                columns=("positives", "AP", "threshold", "P", "R", "F1"), first="class")
+            summary = format_table({"before": before, "tuned": after}, first="thresholds")
+            text = (f"{args.checkpoint} on {args.data}/{split}: {after['num_images']} images, objective "
+                    f"{args.objective}\n\n{per_class}\n\n{summary}\n\n"
+                    f"Both rows are measured on the split the thresholds were tuned on, so 'tuned' is optimistic; "
+                    f"report metrics on another split.")
+            if never:
+                text += f"\nNo threshold reaches precision {args.min_precision} for: {', '.join(never)} (never tagged)."
+            text += (f"\nWrote {len(values)} thresholds to {args.checkpoint}/config.json: tag, export and parity "
+                     f"use them." if args.write else "\nNothing written (add --write to store them in the checkpoint).")
+            emit(args, result, text + unreadable_text({split: unreadable}))
     return 0
 
 
@@ -159,6 +210,23 @@ def add_parsers(sub) -> None:
                    help="probability threshold for CP..OF1 (default: the checkpoint's per-class thresholds, else 0.5)")
     add_run_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("thresholds", help="tune per-class tag thresholds on a labelled split",
+                       description="Score a split with the checkpoint and pick one threshold per class: the one "
+                                   "with the best F1, or the lowest whose precision reaches --min-precision. "
+                                   "--write stores them in the checkpoint, where eval, tag, export, build and "
+                                   "parity use them.")
+    p.add_argument("checkpoint", help="checkpoint directory (config.json + safetensors)")
+    add_data_args(p, splits=False)
+    p.add_argument("--split", default=None, help="split to tune on (default: the data set's validation split)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="f1",
+                   help="f1: the threshold with the best F1 per class; precision: the lowest threshold whose "
+                        "precision reaches --min-precision (default: %(default)s)")
+    p.add_argument("--min-precision", type=float, default=0.9,
+                   help="precision floor for --objective precision, in (0, 1] (default: %(default)s)")
+    p.add_argument("--write", action="store_true", help="store the thresholds in CHECKPOINT/config.json")
+    add_run_args(p)
+    p.set_defaults(func=cmd_thresholds)
 
     p = sub.add_parser("demo", help="offline demo: pre-train a small backbone, then LP vs RM vs FT",
                        description="Fully offline on CPU: pre-train a small timm backbone on the synthetic source "

@@ -1,0 +1,84 @@
+"""Per-class decision thresholds tuned on a labelled split, for tagging.
+
+The heads are trained for ranking (mAP) and come out under-confident at 0.5 after a short
+schedule, so a tagger at 0.5 misses most tags. Per class this picks the threshold that
+maximises F1, or the lowest one whose precision reaches a floor (for deployments where a wrong
+tag costs more than a missing one). A threshold sits halfway between the chosen score and the
+next lower one, so a new image scoring between them is decided by neither neighbour alone.
+
+Thresholds are float32 values (the tagger compares float32 probabilities), stored in the
+checkpoint's config.json; export, build, tag and parity pick them up from there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+OBJECTIVES = ("f1", "precision")
+
+
+@dataclass(frozen=True)
+class ClassThreshold:
+    threshold: float
+    positives: int
+    precision: float  # on the tuning split, at the threshold; 0 when nothing is predicted
+    recall: float
+    f1: float
+    reached: bool     # False: no threshold meets the precision floor, the class is never tagged
+
+
+def _operating_points(s: np.ndarray, y: np.ndarray):
+    """Scores sorted high to low, the index of each tie group's last member, and the true and
+    predicted positives when everything down to that group is tagged."""
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    return s, last, np.cumsum(y)[last], last + 1
+
+
+def _between(s: np.ndarray, last: np.ndarray, i: int) -> np.float32:
+    """A float32 threshold that tags group i and everything above it, and nothing below."""
+    hi = s[last[i]]
+    if i + 1 == len(last):
+        return hi
+    lo = s[last[i] + 1]
+    mid = np.float32((np.float64(hi) + np.float64(lo)) / 2)
+    return mid if lo < mid <= hi else hi
+
+
+def tune_class(scores: np.ndarray, labels: np.ndarray, objective: str = "f1",
+               min_precision: float = 0.9, default: float = 0.5) -> ClassThreshold:
+    """One class: ``scores`` float32 probabilities, ``labels`` in {1, 0, -1} (-1 ignored)."""
+    keep = labels != -1
+    s, y = np.asarray(scores, np.float32)[keep], labels[keep] == 1
+    num_pos = int(y.sum())
+    if num_pos == 0:
+        return ClassThreshold(float(default), 0, 0.0, 0.0, 0.0, True)
+    s, last, tp, pred = _operating_points(s, y)
+    precision, recall, f1 = tp / pred, tp / num_pos, 2 * tp / (num_pos + pred)
+    if objective == "f1":
+        i = int(np.argmax(f1))  # the first maximum: the highest threshold among equals
+    elif objective == "precision":
+        ok = np.flatnonzero(precision >= min_precision)
+        if len(ok) == 0:
+            above_all = np.nextafter(s[0], np.float32(np.inf))
+            return ClassThreshold(float(above_all), num_pos, 0.0, 0.0, 0.0, False)
+        i = int(ok[-1])  # the most recall at the floor
+    else:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return ClassThreshold(float(_between(s, last, i)), num_pos, float(precision[i]), float(recall[i]),
+                          float(f1[i]), True)
+
+
+def tune_thresholds(scores: Any, targets: Any, objective: str = "f1", min_precision: float = 0.9,
+                    default: float = 0.5) -> list[ClassThreshold]:
+    """Every class of (num_images, num_classes) scores and {1, 0, -1} targets; classes without a
+    positive keep ``default``."""
+    s, t = np.asarray(scores, np.float32), np.asarray(targets)
+    if s.ndim != 2 or s.shape != t.shape:
+        raise ValueError(f"scores {s.shape} and targets {t.shape} must both be (num_images, num_classes)")
+    if not 0.0 < min_precision <= 1.0:
+        raise ValueError(f"the precision floor must be in (0, 1], got {min_precision}")
+    return [tune_class(s[:, c], t[:, c], objective, min_precision, default) for c in range(s.shape[1])]
