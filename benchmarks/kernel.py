@@ -11,7 +11,7 @@ and a verdict on each of the issue's targets (the `targets` list and the last ta
 
     python benchmarks/kernel.py --out runs/kernel-bench [--cuda-lib build/liblayover_kernels.so]
 
-Writes kernel.json and kernel.md under --out.
+Writes kernel.json, kernel.md and kernel.png (read bandwidth per shape) under --out.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from layover_edge.io import write_json, write_text
+from layover_edge.io import save_figure, write_json, write_text
 from layover_edge.kernels import cuda_lib, fused_mix
 from layover_edge.kernels.cases import make_inputs
 from layover_edge.kernels.triton_fused_mix import fused_mix_triton
@@ -187,6 +187,30 @@ def targets(meta: dict, rows: list[dict], e2e: list[dict]) -> list[dict]:
     return out
 
 
+def plot(meta: dict, rows: list[dict], path: Path) -> Path:
+    """Read bandwidth of every kernel per shape and batch, against the copy bandwidth and the 80 % goal."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    impls = [k for k in ("eager", "compile", "triton", "cuda") if rows and k in rows[0]]
+    copy_bw = meta["copy_bandwidth_GBps"]
+    x = np.arange(len(rows))
+    width = 0.8 / len(impls)
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(rows)), 4.5))
+    for i, impl in enumerate(impls):
+        ax.bar(x + (i - (len(impls) - 1) / 2) * width, [read_bandwidth(r, impl) / 1e9 for r in rows], width,
+               label=impl)
+    ax.axhline(copy_bw, color="black", lw=1, label=f"device copy {copy_bw:.0f} GB/s")
+    ax.axhline(BANDWIDTH_GOAL * copy_bw, color="black", lw=1, ls="--", label=f"{BANDWIDTH_GOAL:.0%} goal")
+    ax.set_xticks(x, [f"{r['shape']} b{r['batch']}" for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("read bandwidth of h (GB/s, CUDA graph)")
+    ax.set_title(f"Fused branch on {meta['gpu']} (fp16)", fontsize=10)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 def markdown(meta: dict, rows: list[dict], e2e: list[dict]) -> str:
     copy_bw = meta["copy_bandwidth_GBps"]
     impls = [k for k in ("eager", "compile", "triton", "cuda") if rows and k in rows[0]]
@@ -220,7 +244,7 @@ def markdown(meta: dict, rows: list[dict], e2e: list[dict]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="folder for kernel.json and kernel.md")
+    p.add_argument("--out", type=Path, required=True, help="folder for kernel.json, kernel.md and kernel.png")
     p.add_argument("--cuda-lib", help="liblayover_kernels.so; without it the CUDA C++ column is left out")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32],
                    help="batch sizes of the kernel table (default: %(default)s)")
@@ -254,6 +278,8 @@ def main(argv=None):
         report["targets"] = targets(meta, report["kernels"], report["e2e"])
         write_json(a.out / "kernel.json", report)
         write_text(a.out / "kernel.md", markdown(meta, report["kernels"], report["e2e"]))
+    if report["kernels"]:
+        plot(meta, report["kernels"], a.out / "kernel.png")
     print(markdown(meta, report["kernels"], report["e2e"]))
 
 

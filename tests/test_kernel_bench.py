@@ -41,6 +41,12 @@ def test_targets_judge_speedup_bandwidth_and_end_to_end():
     assert "## Targets" in md and md.count("✅") == 2 and md.count("❌") == 3
 
 
+def test_plot_is_written(tmp_path):
+    rows = [row(kb.SPEEDUP_SHAPE, b, 19.3 * b, eager=(300.0, 60.0), triton=(30.0, 7.0 * b)) for b in (1, 8)]
+    path = kb.plot(META, rows, tmp_path / "kernel.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_targets_without_a_fused_column_or_end_to_end_rows_are_empty():
     rows = [row(kb.SPEEDUP_SHAPE, 1, 19.3, eager=(300.0, 60.0), triton=(30.0, 7.0))]
     for r in rows:
