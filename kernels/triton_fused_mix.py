@@ -19,6 +19,8 @@ set before this module is first imported (the tests do so).
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -99,12 +101,18 @@ def _pool_blocks(channels_fastest: bool, C: int, S: int) -> tuple[int, int]:
     return block_s, min(triton.next_power_of_2(C), 4096 // block_s)
 
 
-def fused_mix_triton(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor,
-                     b_sl: torch.Tensor, layout: str = "NCHW", *, pool_blocks: tuple[int, int] | None = None
-                     ) -> torch.Tensor:
-    """Same contract as ``fused_mix_reference``; any strides; h, z and weights may differ in dtype.
-    ``pool_blocks`` = (BLOCK_S, BLOCK_C), powers of two, overrides the tile so tests on tiny
-    shapes still cover split chunks and ragged tails."""
+class Launch(NamedTuple):
+    kernel: Any
+    grid: tuple[int, ...]
+    args: tuple
+    constexprs: dict[str, int]
+    num_warps: int
+
+
+def plan(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor, b_sl: torch.Tensor,
+         layout: str = "NCHW", *, pool_blocks: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[Launch]]:
+    """The output buffer and the two launches that fill it; works on meta tensors too, which is
+    how the tests compile exactly these launches for sm_87 and sm_90 without a GPU."""
     v = h_view(h, layout, w_rs.shape[1])
     N = w_rs.shape[0]
     block_s, block_c = pool_blocks or _pool_blocks(v.channels_fastest, v.C, v.S)
@@ -113,14 +121,25 @@ def fused_mix_triton(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl:
     p = torch.zeros((v.B, v.C), device=h.device, dtype=torch.float32)
     alpha = torch.empty((v.B,), device=h.device, dtype=torch.float32)
     out = torch.empty((v.B, N), device=z.device, dtype=z.dtype)
-    _pool_sum[(v.B, c_blocks, n_split)](
-        h, p, alpha, z, w_sl, b_sl, v.C, v.S, v.S2, N, chunk,
-        v.stride_b, v.stride_c, v.stride_s1, v.stride_s2, z.stride(0), z.stride(1), w_sl.stride(0),
-        MERGED=v.S1 == 1, BLOCK_S=block_s, BLOCK_C=block_c, BLOCK_N=1024,
-        num_warps=8)
+    pool = Launch(_pool_sum, (v.B, c_blocks, n_split),
+                  (h, p, alpha, z, w_sl, b_sl, v.C, v.S, v.S2, N, chunk,
+                   v.stride_b, v.stride_c, v.stride_s1, v.stride_s2, z.stride(0), z.stride(1), w_sl.stride(0)),
+                  {"MERGED": v.S1 == 1, "BLOCK_S": block_s, "BLOCK_C": block_c, "BLOCK_N": 1024}, 8)
     block_n = 64
-    _mix[(triton.cdiv(v.B, BLOCK_B), triton.cdiv(N, block_n))](
-        p, alpha, z, w_rs, out, v.B, v.C, N, 1.0 / v.S,
-        z.stride(0), z.stride(1), w_rs.stride(0), w_rs.stride(1), out.stride(0), out.stride(1),
-        BLOCK_B=BLOCK_B, BLOCK_N=block_n, BLOCK_C=64, num_warps=4)
+    mix = Launch(_mix, (triton.cdiv(v.B, BLOCK_B), triton.cdiv(N, block_n)),
+                 (p, alpha, z, w_rs, out, v.B, v.C, N, 1.0 / v.S,
+                  z.stride(0), z.stride(1), w_rs.stride(0), w_rs.stride(1), out.stride(0), out.stride(1)),
+                 {"BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_C": 64}, 4)
+    return out, [pool, mix]
+
+
+def fused_mix_triton(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor,
+                     b_sl: torch.Tensor, layout: str = "NCHW", *, pool_blocks: tuple[int, int] | None = None
+                     ) -> torch.Tensor:
+    """Same contract as ``fused_mix_reference``; any strides; h, z and weights may differ in dtype.
+    ``pool_blocks`` = (BLOCK_S, BLOCK_C), powers of two, overrides the tile so tests on tiny
+    shapes still cover split chunks and ragged tails."""
+    out, launches = plan(h, z, w_rs, w_sl, b_sl, layout, pool_blocks=pool_blocks)
+    for k in launches:
+        k.kernel[k.grid](*k.args, **k.constexprs, num_warps=k.num_warps)
     return out
