@@ -78,3 +78,10 @@ def test_console_script_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "layover_edge", "--help"], capture_output=True, text=True, check=True)
     for verb in ("train", "eval", "params", "demo", "features", "export", "build", "parity", "tag", "bench"):
         assert verb in out.stdout
+
+
+def test_a_closed_gate_is_reported_after_training():
+    from layover_edge.cli.train import GATE_CLOSED, gate_warnings
+    assert "switched off" in gate_warnings({"mAP": 40.0, "alpha_mean": GATE_CLOSED / 5})[0]
+    assert gate_warnings({"mAP": 40.0, "alpha_mean": 0.8}) == []
+    assert gate_warnings({"mAP": 40.0}) == []  # LP and FT rows have no gate

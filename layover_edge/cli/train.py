@@ -50,6 +50,20 @@ def train_config(args) -> TrainConfig:
                        device=args.device, amp=not args.no_amp)
 
 
+# Below this mean gate the RM branch contributes almost nothing: RM has collapsed to LP.
+GATE_CLOSED = 0.05
+
+
+def gate_warnings(best: dict) -> list[str]:
+    alpha = best.get("alpha_mean")
+    if alpha is None or alpha >= GATE_CLOSED:
+        return []
+    return [f"the gate α averages {alpha:.3f} at the best epoch: the RM branch is nearly switched off and RM "
+            f"reduces to LP. Closing the gate is the quickest way down the loss while the branch is still "
+            f"noise; another tap (--tap), learning rate (--lr) or more epochs may keep it open "
+            f"(metrics.json has α per epoch)."]
+
+
 def cmd_train(args) -> int:
     from .. import distributed
     from ..io import write_json
@@ -63,14 +77,16 @@ def cmd_train(args) -> int:
         out = Path(args.out)
         cache = Path(args.cache) if args.cache else out / "features"
         result, _ = train_run(cfg, train_config(args), train_ds, val_ds, out, cache, args.resume, not args.quiet)
+        warnings = gate_warnings(result.best)
         summary = {"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch, "best": result.best,
                    "train_seconds": round(result.seconds, 3), "history": result.history,
-                   "processes": distributed.world_size(), "unreadable": result.skipped}
+                   "processes": distributed.world_size(), "unreadable": result.skipped, "warnings": warnings}
         if distributed.is_main():
             write_json(out / "unreadable.json", result.skipped)
             name = f"{args.method.upper()}" + (f"@{args.tap}" if args.method != "lp" else "")
             emit(args, summary, f"best epoch {result.best_epoch}/{args.epochs}, {result.seconds:.1f} s of training; "
                                 f"checkpoint {result.checkpoint}\n\n{format_table({name: result.best})}"
+                                + "".join(f"\nwarning: {w}" for w in warnings)
                                 + unreadable_text(result.skipped, f" (all in {out / 'unreadable.json'})"))
     return 0
 
