@@ -6,6 +6,7 @@ NVIDIA/TensorRT repository at tag v10.3.0) or TENSORRT_ROOT.
 """
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -67,3 +68,19 @@ def test_tensorrt_plugin_builds_and_passes_host_checks(build_dir):
     assert hasattr(lib, "getCreators") and hasattr(lib, "setLoggerFinder")
     result = subprocess.run([str(build_dir / "layover_plugin_check")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_cuda_kernels_keep_everything_in_registers(tmp_path):
+    # ptxas's resource report for Orin and Hopper: a spill or a stack frame in the hot loops
+    # would turn the bandwidth-bound pooling into local-memory traffic.
+    arch = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in (87, 90)]
+    result = subprocess.run(["nvcc", "-std=c++17", *arch, "-Xptxas", "-v", "-c", str(ROOT / "kernels" / "fused_mix.cu"),
+                             "-o", str(tmp_path / "fused_mix.o")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = result.stdout + result.stderr
+    entries = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", report)
+    # pool_sum for float, half and bfloat16, and mix, on each architecture
+    assert sorted({a for _, a in entries}) == ["sm_87", "sm_90"] and len(entries) == 8
+    assert len(re.findall(r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", report)) == 8, report
+    for smem in re.findall(r"(\d+) bytes smem", report):
+        assert int(smem) <= 48 * 1024
