@@ -84,3 +84,10 @@ def test_cuda_kernels_keep_everything_in_registers(tmp_path):
     assert len(re.findall(r"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", report)) == 8, report
     for smem in re.findall(r"(\d+) bytes smem", report):
         assert int(smem) <= 48 * 1024
+
+
+def test_doctor_finds_the_built_kernel_library(build_dir):
+    from layover_edge.doctor import run_checks
+    check = next(c for c in run_checks(kernels_lib=str(build_dir / "liblayover_kernels.so"))
+                 if c.component == "CUDA kernel library")
+    assert check.ok, check.detail

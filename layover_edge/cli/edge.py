@@ -1,5 +1,6 @@
-"""The on-device verbs of ``layover-edge``: ``tag`` (images, folders, videos, cameras, streams)
-and ``bench`` (LP vs RM vs FT latency across backends). Registered by ``cli.build_parser``."""
+"""The on-device verbs of ``layover-edge``: ``doctor`` (what this machine can run), ``tag``
+(images, folders, videos, cameras, streams) and ``bench`` (LP vs RM vs FT latency across
+backends). Registered by ``cli.build_parser``."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,34 @@ from .common import emit
 
 
 def add_parsers(sub) -> None:
+    add_doctor_parser(sub)
     add_tag_parser(sub)
     add_bench_parser(sub)
+
+
+# ---------------------------------------------------------------------------- doctor
+
+def add_doctor_parser(sub) -> None:
+    p = sub.add_parser("doctor", help="what this machine can run: GPU, kernels, TensorRT, ONNX Runtime, INT8, video",
+                       description="Check each optional component (CUDA GPU and matching --target, Triton, the "
+                                   "CUDA kernel library, TensorRT, the CUDA Python binding, the TensorRT plugin, "
+                                   "ONNX Runtime and its providers, ONNX, ModelOpt, OpenCV and GStreamer) and print "
+                                   "its version or why it is missing, and what it unlocks. Always exits 0.")
+    p.add_argument("--kernels-lib", default=None,
+                   help="liblayover_kernels.so to try loading (default: $LAYOVER_KERNELS_LIB)")
+    p.add_argument("--plugins", default=None, help="liblayover_plugins.so to try loading")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.set_defaults(func=cmd_doctor)
+
+
+def cmd_doctor(args) -> int:
+    from ..doctor import as_dict, run_checks
+    from ..metrics import format_table
+    checks = run_checks(args.kernels_lib, args.plugins)
+    table = format_table({c.component: {"ok": "✅" if c.ok else "❌", "detail": c.detail, "enables": c.enables}
+                          for c in checks}, columns=("ok", "detail", "enables"), first="component")
+    emit(args, as_dict(checks), f"{sum(c.ok for c in checks)} of {len(checks)} components available\n\n{table}")
+    return 0
 
 
 # ---------------------------------------------------------------------------- tag

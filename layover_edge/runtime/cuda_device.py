@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import LayoverError
 
 
-def _cudart():
+def cudart():
     try:
         from cuda.bindings import runtime
         return runtime
@@ -29,7 +29,7 @@ class CudaDevice:
     """A GPU, its compute capability and one stream."""
 
     def __init__(self, index: int = 0):
-        self.rt = _cudart()
+        self.rt = cudart()
         if self.rt is not None:
             self.lib = "cuda-python"
             self._call(self.rt.cudaSetDevice, index)
