@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,10 +75,20 @@ def test_demo_writes_results_report_and_plot(tmp_path):
     assert (tmp_path / "per_class_ap.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def verbs() -> list[str]:
+    return list(build_parser()._subparsers._group_actions[0].choices)
+
+
 def test_console_script_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "layover_edge", "--help"], capture_output=True, text=True, check=True)
-    for verb in ("train", "eval", "params", "demo", "features", "export", "build", "parity", "tag", "bench"):
+    for verb in verbs():
         assert verb in out.stdout
+
+
+def test_readme_documents_every_verb():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for verb in verbs():
+        assert f"| `{verb}` |" in readme and f"layover-edge {verb} " in readme, verb
 
 
 def test_a_closed_gate_is_reported_after_training():
