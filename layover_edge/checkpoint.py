@@ -57,7 +57,10 @@ def set_thresholds(path: str | Path, thresholds: list[float], provenance: dict) 
     path = Path(path)
     cfg, doc = read_config(path)
     cfg = replace(cfg, thresholds=[float(t) for t in thresholds])  # checks the count
-    write_json(path / "config.json", doc | {"model": cfg.to_dict(), "thresholds": provenance})
+    try:
+        write_json(path / "config.json", doc | {"model": cfg.to_dict(), "thresholds": provenance})
+    except OSError as e:
+        raise LayoverError(f"cannot write {path / 'config.json'}: {e}") from None
     return cfg
 
 

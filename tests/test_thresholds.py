@@ -98,3 +98,17 @@ def test_thresholds_verb_writes_the_checkpoint_that_eval_and_tag_use(tmp_path, c
 
     from layover_edge.runtime import open_backend
     assert open_backend(ckpt).info.threshold_array().tolist() == pytest.approx(cfg.thresholds)
+
+
+def test_bad_precision_floor_and_wrong_threshold_count_are_refused(tmp_path, capsys):
+    assert main(["thresholds", str(tmp_path), "--objective", "precision", "--min-precision", "1.5"]) == 2
+    assert "--min-precision must be in (0, 1]" in capsys.readouterr().err
+    from layover_edge.checkpoint import set_thresholds
+    from layover_edge.config import ModelConfig
+    from layover_edge.errors import LayoverError
+    from layover_edge.io import write_json
+    ckpt = tmp_path / "ckpt"
+    write_json(ckpt / "config.json", {"format": "layover-edge/checkpoint/1",
+                                      "model": ModelConfig("test_convnext", 2).to_dict()})
+    with pytest.raises(LayoverError, match="2 thresholds for 3|3 thresholds for 2"):
+        set_thresholds(ckpt, [0.1, 0.2, 0.3], {})

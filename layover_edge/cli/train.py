@@ -133,6 +133,8 @@ def cmd_thresholds(args) -> int:
     from ..checkpoint import set_thresholds
     from ..metrics import format_table, multilabel_metrics
     from ..thresholds import tune_thresholds
+    if not 0.0 < args.min_precision <= 1.0:
+        raise LayoverError(f"--min-precision must be in (0, 1], got {args.min_precision}")
     with distributed.session():
         cfg, pred, split, unreadable = _predict_split(args)
         scores, targets = pred["scores"].numpy(), pred["targets"].numpy()
