@@ -48,6 +48,16 @@ def _between(s: np.ndarray, last: np.ndarray, i: int) -> np.float32:
     return mid if lo < mid <= hi else hi
 
 
+def pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at every distinct threshold, high to low; empty without positives."""
+    keep = labels != -1
+    s, y = np.asarray(scores, np.float32)[keep], labels[keep] == 1
+    if not y.any():
+        return np.zeros(0), np.zeros(0)
+    _, _, tp, pred = _operating_points(s, y)
+    return tp / y.sum(), tp / pred
+
+
 def tune_class(scores: np.ndarray, labels: np.ndarray, objective: str = "f1",
                min_precision: float = 0.9, default: float = 0.5) -> ClassThreshold:
     """One class: ``scores`` float32 probabilities, ``labels`` in {1, 0, -1} (-1 ignored)."""
@@ -82,3 +92,30 @@ def tune_thresholds(scores: Any, targets: Any, objective: str = "f1", min_precis
     if not 0.0 < min_precision <= 1.0:
         raise ValueError(f"the precision floor must be in (0, 1], got {min_precision}")
     return [tune_class(s[:, c], t[:, c], objective, min_precision, default) for c in range(s.shape[1])]
+
+
+def plot_thresholds(scores: Any, targets: Any, tuned: list[ClassThreshold], path) -> Any:
+    """Every class's precision-recall curve with its chosen operating point, and where the
+    thresholds fall; one picture for 10 classes or 80."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import save_figure
+    s, t = np.asarray(scores, np.float32), np.asarray(targets)
+    fig, (ax, hist) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    for c, chosen in enumerate(tuned):
+        recall, precision = pr_curve(s[:, c], t[:, c])
+        if len(recall):
+            ax.plot(recall, precision, color="0.6", lw=0.8, alpha=0.6)
+    points = [c for c in tuned if c.positives and c.reached]
+    dots = ax.scatter([c.recall for c in points], [c.precision for c in points], c=[c.f1 for c in points],
+                      cmap="viridis", vmin=0, vmax=1, s=18, zorder=3)
+    fig.colorbar(dots, ax=ax, label="F1 at the chosen threshold")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01),
+           title="precision-recall per class, chosen points")
+    hist.hist([c.threshold for c in tuned if c.positives], bins=20, range=(0, 1), color="tab:blue")
+    hist.axvline(0.5, color="black", ls="--", lw=1, label="0.5")
+    hist.set(xlabel="threshold", ylabel="classes", title="tuned thresholds")
+    hist.legend()
+    return save_figure(fig, path)

@@ -8,7 +8,7 @@ from sklearn.metrics import f1_score, precision_recall_curve, precision_score, r
 
 from layover_edge.checkpoint import read_config
 from layover_edge.cli import main
-from layover_edge.thresholds import tune_class, tune_thresholds
+from layover_edge.thresholds import pr_curve, tune_class, tune_thresholds
 
 
 def scored_class(rng, n=300, ties=False):
@@ -31,6 +31,16 @@ def test_f1_threshold_reaches_the_best_f1_of_the_pr_curve(ties):
         assert t.f1 == pytest.approx(best, abs=1e-9)
         assert precision_score(y, s >= t.threshold) == pytest.approx(t.precision)
         assert recall_score(y, s >= t.threshold) == pytest.approx(t.recall)
+
+
+def test_pr_curve_matches_scikit_learn():
+    rng = np.random.default_rng(3)
+    s, y = scored_class(rng, ties=True)
+    recall, precision = pr_curve(s, y)
+    p, r, _ = precision_recall_curve(y, s)
+    # scikit-learn lists low to high threshold and appends (recall 0, precision 1)
+    np.testing.assert_allclose(recall, r[-2::-1])
+    np.testing.assert_allclose(precision, p[-2::-1])
 
 
 def test_threshold_lies_strictly_between_neighbouring_scores():
@@ -81,9 +91,10 @@ def test_thresholds_verb_writes_the_checkpoint_that_eval_and_tag_use(tmp_path, c
                  "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run"), "--quiet", *common]) == 0
     ckpt = str(tmp_path / "run" / "best")
     capsys.readouterr()
-    assert main(["thresholds", ckpt, "--quiet", "--json", *common]) == 0
+    assert main(["thresholds", ckpt, "--quiet", "--json", "--plot", str(tmp_path / "thr.png"), *common]) == 0
     dry = json.loads(capsys.readouterr().out)
     assert not dry["written"] and read_config(ckpt)[0].thresholds is None
+    assert (tmp_path / "thr.png").read_bytes()[:4] == b"\x89PNG"
 
     assert main(["thresholds", ckpt, "--write", "--quiet", "--json", *common]) == 0
     result = json.loads(capsys.readouterr().out)

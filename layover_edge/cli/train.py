@@ -132,7 +132,7 @@ def cmd_thresholds(args) -> int:
     from .. import distributed
     from ..checkpoint import set_thresholds
     from ..metrics import format_table, multilabel_metrics
-    from ..thresholds import tune_thresholds
+    from ..thresholds import plot_thresholds, tune_thresholds
     if not 0.0 < args.min_precision <= 1.0:
         raise LayoverError(f"--min-precision must be in (0, 1], got {args.min_precision}")
     with distributed.session():
@@ -148,7 +148,9 @@ def cmd_thresholds(args) -> int:
         never = [label for label, t in zip(cfg.labels, tuned) if not t.reached]
         if args.write and distributed.is_main():
             set_thresholds(args.checkpoint, values, provenance)
-        result = provenance | {"checkpoint": str(args.checkpoint), "written": bool(args.write),
+        if args.plot and distributed.is_main():
+            plot_thresholds(scores, targets, tuned, args.plot)
+        result = provenance | {"checkpoint": str(args.checkpoint), "written": bool(args.write), "plot": args.plot,
                                "before": before, "after": after, "never_tagged": never, "unreadable": unreadable,
                                "per_class": {label: asdict(t) | {"AP": ap}
                                              for label, t, ap in zip(cfg.labels, tuned, after["AP"])}}
@@ -243,6 +245,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--min-precision", type=float, default=0.9,
                    help="precision floor for --objective precision, in (0, 1] (default: %(default)s)")
     p.add_argument("--write", action="store_true", help="store the thresholds in CHECKPOINT/config.json")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw every class's precision-recall curve with its chosen point, and the "
+                        "thresholds' histogram")
     add_run_args(p)
     p.set_defaults(func=cmd_thresholds)
 
