@@ -1,19 +1,21 @@
 """``torch.ops.layover.fused_mix``: the branch as one custom op.
 
 CPU runs the PyTorch reference, CUDA runs the Triton kernel (the reference when Triton is
-missing). The fake impl lets torch.compile and torch.export trace through it; the backward is
+missing, or after it failed once in this process, with a warning). The fake impl lets torch.compile and torch.export trace through it; the backward is
 analytic PyTorch, so fine-tuning gets gradients for h, z, w_rs, w_sl and b_sl without a
 backward kernel (training is not the latency path).
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import torch
 
 from .reference import check_layout, fused_mix_reference
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
+log = logging.getLogger(__name__)
 _POOL_DIMS = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}
 
 
@@ -41,13 +43,25 @@ def fused_mix(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.
     return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout)
 
 
+# Why the Triton kernel stopped being used in this process (None while it works): a Triton
+# that cannot compile for this GPU (an old ptxas on a Jetson, say) should cost speed, not the run.
+triton_error: str | None = None
+
+
 @fused_mix.register_kernel("cuda")
 def _fused_mix_cuda(h, z, w_rs, w_sl, b_sl, layout="NCHW"):
-    if not HAS_TRITON:
-        return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout)
-    # Imported here, not at module load: Triton fixes interpret-vs-compile at import time.
-    from .triton_fused_mix import fused_mix_triton
-    return fused_mix_triton(h, z, w_rs, w_sl, b_sl, layout)
+    global triton_error
+    check_layout(h, layout, w_rs.shape[1])  # bad input is the caller's error, not Triton's
+    if HAS_TRITON and triton_error is None:
+        # Imported here, not at module load: Triton fixes interpret-vs-compile at import time.
+        from . import triton_fused_mix
+        try:
+            return triton_fused_mix.fused_mix_triton(h, z, w_rs, w_sl, b_sl, layout)
+        except Exception as e:  # compile and driver errors share no base class
+            triton_error = f"{type(e).__name__}: {e}"
+            log.warning("the Triton fused_mix kernel failed on this GPU, so the branch runs as PyTorch ops "
+                        "from now on: %s", triton_error)
+    return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout)
 
 
 @fused_mix.register_fake

@@ -79,3 +79,30 @@ def test_cuda_dispatch_and_cuda_graph(layout):
         out = kernels.fused_mix(*args, layout)
     graph.replay()
     torch.testing.assert_close(out, ref, **tolerance(torch.float16))
+
+
+def test_cuda_dispatch_falls_back_to_pytorch_once_triton_fails(monkeypatch, caplog):
+    # The CUDA registration called directly on CPU tensors: Triton runs in its interpreter here.
+    pytest.importorskip("triton")
+    from layover_edge.kernels import op, triton_fused_mix
+    monkeypatch.setattr(op, "triton_error", None)
+    args = make_inputs("NHWC", 2, 6, 3, 4, 10, dtype=torch.float32)
+    ref = fused_mix_reference(*args, "NHWC")
+    torch.testing.assert_close(op._fused_mix_cuda(*args, "NHWC"), ref)
+    assert op.triton_error is None
+
+    with pytest.raises(ValueError):  # a caller's shape error does not switch Triton off
+        op._fused_mix_cuda(*args, "NCHW")
+    assert op.triton_error is None
+
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(1)
+        raise RuntimeError("ptxas fatal: unsupported gpu architecture")
+
+    monkeypatch.setattr(triton_fused_mix, "fused_mix_triton", broken)
+    torch.testing.assert_close(op._fused_mix_cuda(*args, "NHWC"), ref)
+    torch.testing.assert_close(op._fused_mix_cuda(*args, "NHWC"), ref)
+    assert len(calls) == 1 and "ptxas fatal" in op.triton_error
+    assert "runs as PyTorch ops" in caplog.text
