@@ -79,6 +79,8 @@ def test_cuda_dispatch_and_cuda_graph(layout):
         out = kernels.fused_mix(*args, layout)
     graph.replay()
     torch.testing.assert_close(out, ref, **tolerance(torch.float16))
+    from layover_edge.kernels import op
+    assert op.triton_error is None, f"the Triton kernel failed and the op fell back: {op.triton_error}"
 
 
 def test_cuda_dispatch_falls_back_to_pytorch_once_triton_fails(monkeypatch, caplog):
