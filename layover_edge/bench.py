@@ -305,6 +305,9 @@ def run_bench(cfg: BenchConfig, out: Path, progress: bool = True) -> dict:
                      for m in cfg.methods for b in cfg.batches if (m.upper(), b) not in done]
         finally:
             release(backends)
+    from .kernels import op
+    if op.triton_error:  # RM's fused branch ran as PyTorch ops from that point on
+        env["fused_mix_fallback"] = op.triton_error
     result = {"config": {k: (str(val) if isinstance(val, Path) else val) for k, val in cfg.__dict__.items()},
               "environment": env, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
