@@ -21,7 +21,10 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int64_t kTargetBlocks = 512;      // same as geometry.TARGET_PROGRAMS
+// Each thread here keeps 8 scalar loads in flight (Triton's programs hold 16-byte vectors), so
+// the grid aims for enough 256-thread blocks to fill every SM of an H100/H200 (8 per SM):
+// about 4 MB of h in flight, what the memory's bandwidth-latency product asks for.
+constexpr int64_t kTargetBlocks = 2048;
 constexpr int kChanFastC = 64;              // channels-last: 64 channels x 4 rows per block
 constexpr int kChanFastRows = kThreads / kChanFastC;
 constexpr int kSpatialFastC = kWarps;       // NCHW memory: one warp per channel
@@ -116,7 +119,7 @@ pool_sum(LayoverFusedMixArgs a, Plan plan, float* psum, float* alpha) {
         const int64_t c = blockIdx.y * kChanFastC + lane;
         float acc = 0.f;
         if (c < a.C) {
-#pragma unroll 4
+#pragma unroll 8
             for (int64_t s = s_begin + row; s < s_end; s += kChanFastRows)
                 acc += to_f32(h[c * a.h_stride_c + spatial_offset(s, a)]);
         }
@@ -132,7 +135,7 @@ pool_sum(LayoverFusedMixArgs a, Plan plan, float* psum, float* alpha) {
         float acc = 0.f;
         if (c < a.C) {
             const TH* hc = h + c * a.h_stride_c;
-#pragma unroll 4
+#pragma unroll 8
             for (int64_t s = s_begin + lane; s < s_end; s += 32) acc += to_f32(hc[spatial_offset(s, a)]);
         }
         acc = warp_sum(acc);
