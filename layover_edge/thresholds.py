@@ -29,13 +29,18 @@ class ClassThreshold:
     reached: bool     # False: no threshold meets the precision floor, the class is never tagged
 
 
-def _operating_points(s: np.ndarray, y: np.ndarray):
-    """Scores sorted high to low, the index of each tie group's last member, and the true and
-    predicted positives when everything down to that group is tagged."""
+def _operating_points(scores: np.ndarray, labels: np.ndarray):
+    """Over the non-ignored images: scores sorted high to low, the index of each tie group's last
+    member, the true and predicted positives when everything down to that group is tagged, and
+    the number of positives; None when the class has no positive."""
+    keep = labels != -1
+    s, y = np.asarray(scores, np.float32)[keep], labels[keep] == 1
+    if not y.any():
+        return None
     order = np.argsort(-s, kind="stable")
     s, y = s[order], y[order]
     last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-    return s, last, np.cumsum(y)[last], last + 1
+    return s, last, np.cumsum(y)[last], last + 1, int(y.sum())
 
 
 def _between(s: np.ndarray, last: np.ndarray, i: int) -> np.float32:
@@ -50,23 +55,20 @@ def _between(s: np.ndarray, last: np.ndarray, i: int) -> np.float32:
 
 def pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) at every distinct threshold, high to low; empty without positives."""
-    keep = labels != -1
-    s, y = np.asarray(scores, np.float32)[keep], labels[keep] == 1
-    if not y.any():
+    points = _operating_points(scores, labels)
+    if points is None:
         return np.zeros(0), np.zeros(0)
-    _, _, tp, pred = _operating_points(s, y)
-    return tp / y.sum(), tp / pred
+    _, _, tp, pred, num_pos = points
+    return tp / num_pos, tp / pred
 
 
 def tune_class(scores: np.ndarray, labels: np.ndarray, objective: str = "f1",
                min_precision: float = 0.9, default: float = 0.5) -> ClassThreshold:
     """One class: ``scores`` float32 probabilities, ``labels`` in {1, 0, -1} (-1 ignored)."""
-    keep = labels != -1
-    s, y = np.asarray(scores, np.float32)[keep], labels[keep] == 1
-    num_pos = int(y.sum())
-    if num_pos == 0:
+    points = _operating_points(scores, labels)
+    if points is None:
         return ClassThreshold(float(default), 0, 0.0, 0.0, 0.0, True)
-    s, last, tp, pred = _operating_points(s, y)
+    s, last, tp, pred, num_pos = points
     precision, recall, f1 = tp / pred, tp / num_pos, 2 * tp / (num_pos + pred)
     if objective == "f1":
         i = int(np.argmax(f1))  # the first maximum: the highest threshold among equals
