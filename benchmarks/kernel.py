@@ -25,10 +25,10 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from layover_edge.io import save_figure, write_json, write_text
-from layover_edge.kernels import cuda_lib, fused_mix
+from layover_edge.core.io import save_figure, write_json, write_text
+from layover_edge.kernels import cuda_lib
 from layover_edge.kernels import op as kernels_op
-from layover_edge.kernels.cases import make_inputs
+from layover_edge.kernels.op import fused_mix
 from layover_edge.kernels.triton_fused_mix import fused_mix_triton
 
 # (name, layout, C, H, W, N): stage outputs of the paper's backbones; N = pre-logit width.
@@ -104,13 +104,25 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / (median_us(lambda: dst.copy_(src), 20) * 1e-6)
 
 
+def random_inputs(layout: str, B: int, C: int, H: int, W: int, N: int) -> tuple[torch.Tensor, ...]:
+    """fp16 (h, z, w_rs, w_sl, b_sl) on the GPU as the models hold them: NCHW h channels-last."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    shape = {"NCHW": (B, C, H, W), "NHWC": (B, H, W, C), "NLC": (B, H * W, C)}[layout]
+    h = torch.randn(shape, generator=g, device="cuda", dtype=torch.float16)
+    if layout == "NCHW":
+        h = h.contiguous(memory_format=torch.channels_last)
+    z = torch.randn(B, N, generator=g, device="cuda", dtype=torch.float16)
+    w_rs = torch.randn(N, C, generator=g, device="cuda", dtype=torch.float16) / C ** 0.5
+    w_sl = torch.randn(N, generator=g, device="cuda", dtype=torch.float16) / N ** 0.5
+    return h, z, w_rs, w_sl, torch.randn(1, generator=g, device="cuda", dtype=torch.float16)
+
+
 def kernel_rows(batches, cuda_kernels, iters: int, compile_branch: bool) -> Iterator[dict]:
     torch._dynamo.config.cache_size_limit = 64
     compiled = torch.compile(eager_branch) if compile_branch else None
     for name, layout, C, H, W, N in SHAPES:
         for B in batches:
-            args = make_inputs(layout, B, C, H, W, N, dtype=torch.float16, weight_dtype=torch.float16,
-                               device="cuda", channels_last=layout == "NCHW")
+            args = random_inputs(layout, B, C, H, W, N)
             impls = {"eager": eager_branch, "triton": fused_mix_triton}
             if compiled is not None:
                 impls["compile"] = compiled

@@ -1,7 +1,11 @@
-"""From a checkpoint to a deployable model whose accuracy is proven: ONNX export (portable and
-plugin graphs), INT8 Q/DQ and FP16 through NVIDIA ModelOpt, TensorRT engines for Jetson Orin and
-datacenter GPUs, and parity reports against PyTorch FP32. Imported as ``layover_edge.export``.
+"""From a checkpoint to deployable files: ONNX export (portable and plugin graphs), INT8 Q/DQ and
+FP16 through NVIDIA ModelOpt, TensorRT engines and their sidecars for Jetson Orin and datacenter
+GPUs, and the deployment target profiles.
 
-Modules import their heavy dependencies (onnx, ModelOpt, TensorRT) only where they are used, so
-``targets``, ``trtexec`` and the build planning run anywhere.
+This folder is installed as ``layover_edge.export`` (pyproject's package-dir); it imports the rest
+of the package by absolute name, never the runtime (both use ``layover_edge.artifacts``). Modules
+import their heavy dependencies (onnx, ModelOpt, TensorRT) only where they are used, so
+``targets``, ``trtexec`` and ``precision`` run anywhere.
 """
+if __name__ != "layover_edge.export":  # e.g. ``import export`` from the repository root
+    raise ImportError(f"this folder is the package layover_edge.export; import it by that name, not {__name__!r}")

@@ -3,7 +3,7 @@
 ``prepare_build`` checks everything that does not need TensorRT (the ONNX, its precision against
 the request, plugins, target, DLA) and yields the equivalent trtexec command; ``build_engine``
 then runs the builder: optimisation profile (min/opt/max batch), workspace limit, timing cache,
-plugin library, strongly typed network where the plan says so (always on TensorRT 11), the FP16
+plugin library, strongly typed network where the precision mode says so (always on TensorRT 11), the FP16
 flag and FP32-pinned head only on TensorRT 10.
 """
 from __future__ import annotations
@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LayoverError
-from ..io import atomic_path, write_json
-from ..runtime.sidecar import FORMAT, sidecar_path
-from .metadata import get_metadata
-from .onnx import check_onnx, sha256
-from .plan import BuildPlan, plan_build
+from layover_edge.artifacts.onnx_metadata import get_metadata
+from layover_edge.artifacts.sidecar import FORMAT, sidecar_path
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import atomic_path, sha256, write_json
+
+from .onnx import check_onnx
+from .precision import PrecisionMode, precision_mode
 from .targets import Target, check_dla
 from .trtexec import trtexec_command
 
@@ -32,7 +33,7 @@ class BuildRequest:
     precision: str
     target: Target
     trt_version: str
-    plan: BuildPlan
+    mode: PrecisionMode
     meta: dict
     batch: tuple[int, int, int]
     workspace_gb: float
@@ -42,7 +43,7 @@ class BuildRequest:
     dla_core: int | None = None
 
     def trtexec(self) -> str:
-        return trtexec_command(self.onnx, self.engine, self.plan, self.trt_version, self.meta["input"],
+        return trtexec_command(self.onnx, self.engine, self.mode, self.trt_version, self.meta["input"],
                                self.meta["image_size"], self.batch, self.workspace_gb,
                                self.meta["high_precision_nodes"], [str(p) for p in self.plugins],
                                str(self.timing_cache) if self.timing_cache else None, self.dla_core)
@@ -54,6 +55,13 @@ def installed_tensorrt() -> str | None:
     except ImportError:
         return None
     return tensorrt.__version__
+
+
+def engine_path(onnx_path: str | Path, precision: str, target: Target) -> Path:
+    """ONNX.PRECISION.TARGET.engine beside the ONNX file (model.int8.onnx stays model.int8...)."""
+    stem = Path(onnx_path).stem
+    stem = stem if stem.endswith(precision) else f"{stem}.{precision}"
+    return Path(onnx_path).with_name(f"{stem}.{target.name}.engine")
 
 
 def plugin_nodes(onnx_path: Path) -> list[tuple[str, str, str]]:
@@ -79,7 +87,7 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
     check_onnx(onnx_path)
     proto = onnx.load(str(onnx_path), load_external_data=False)
     meta = get_metadata(proto, onnx_path)
-    plan = plan_build(meta["precision"], precision, trt_version)
+    mode = precision_mode(meta["precision"], precision, trt_version)
     static = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value  # 0: dynamic batch axis
     batch = tuple(batch or ((static,) * 3 if static else target.batch))
     if static and batch != (static,) * 3:
@@ -97,7 +105,7 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
     if nodes and not libs:
         names = ", ".join("/".join(n) for n in nodes)
         raise LayoverError(f"{onnx_path.name} holds plugin node(s) {names}: pass --plugins build/liblayover_plugins.so")
-    return BuildRequest(onnx_path, Path(engine), precision, target, trt_version, plan, meta, batch,
+    return BuildRequest(onnx_path, Path(engine), precision, target, trt_version, mode, meta, batch,
                         workspace_gb or target.workspace_gb, libs, nodes,
                         Path(timing_cache) if timing_cache else None, dla_core)
 
@@ -136,7 +144,7 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
         import tensorrt as trt
     except ImportError:
         raise LayoverError(TRT_MISSING) from None
-    from ..runtime.cuda_device import CudaDevice
+    from layover_edge.core.cuda import CudaDevice
     if trt.__version__ != req.trt_version:
         raise LayoverError(f"the build was planned for TensorRT {req.trt_version}, this is {trt.__version__}")
     device = CudaDevice(device_index)
@@ -149,7 +157,7 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
     _load_plugins(trt, logger, req)
     builder = trt.Builder(logger)
     flags = 0
-    if req.plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    if req.mode.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # ignored (always on) in 11
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -162,9 +170,9 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
     s = req.meta["image_size"]
     profile.set_shape(req.meta["input"], *[(b, 3, s, s) for b in req.batch])
     config.add_optimization_profile(profile)
-    if req.plan.fp16_flag:  # TensorRT 10 only: BuilderFlag.FP16 is gone in 11 (plan_build refuses it there)
+    if req.mode.fp16_flag:  # TensorRT 10 only: BuilderFlag.FP16 is gone in 11 (precision_mode refuses it there)
         config.set_flag(trt.BuilderFlag.FP16)
-    if req.plan.pin_fp32:
+    if req.mode.pin_fp32:
         if not _pin_head(trt, network, req.meta["high_precision_nodes"]):
             raise LayoverError("no head layer found to keep in FP32: the ONNX node names did not survive parsing")
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
@@ -193,7 +201,7 @@ def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capabili
     meta = req.meta
     return {"format": FORMAT, "tensorrt": trt_version, "gpu": gpu, "compute_capability": compute_capability,
             "precision": req.precision, "target": req.target.name, "dla_core": req.dla_core,
-            "strongly_typed": req.plan.strongly_typed, "input": meta["input"], "outputs": meta["outputs"],
+            "strongly_typed": req.mode.strongly_typed, "input": meta["input"], "outputs": meta["outputs"],
             "batch": list(req.batch), "input_shape": [-1, 3, meta["image_size"], meta["image_size"]],
             "workspace_gb": req.workspace_gb, "plugins": [str(p.resolve()) for p in req.plugins],
             "onnx": str(req.onnx), "onnx_sha256": sha256(req.onnx), "engine_sha256": sha256(req.engine),

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data import build_dataset, image_loader
-from ..errors import LayoverError
-from ..runtime.base import ModelInfo
+from layover_edge.artifacts.model_info import ModelInfo
+from layover_edge.core.config import Preprocess
+from layover_edge.core.errors import LayoverError
+from layover_edge.data import build_dataset
+from layover_edge.data.loading import image_loader
 
 log = logging.getLogger(__name__)
 MIN_CALIB = 32        # fewer images cannot give stable activation ranges
@@ -61,10 +63,10 @@ def open_split(spec: str, info: ModelInfo, size: int | None, root: str | None = 
     return ds
 
 
-def batches(ds, info: ModelInfo, batch_size: int, limit: int | None = None, desc: str = "images",
-            progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def image_arrays(ds, pre: Preprocess, batch_size: int, limit: int | None = None, desc: str = "images",
+                 progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(images float32 (B,3,S,S) preprocessed as the model expects, targets (B,K)); unreadable skipped."""
-    loader = image_loader(ds, info.preprocess, batch_size)  # Preprocess has the fields build_transform reads
+    loader = image_loader(ds, pre, batch_size)
     seen = 0
     with tqdm(total=min(len(ds), limit or len(ds)), desc=desc, disable=not progress, leave=False) as bar:
         for x, y, _idx, bad in loader:
@@ -92,7 +94,7 @@ def calibration_images(spec: str, info: ModelInfo, size: int, root: str | None =
         images = np.load(path, allow_pickle=False)[:size]
     else:
         ds = open_split(spec, info, size, root)
-        images = np.concatenate([x for x, _ in batches(ds, info, 64, size, "calibration images", progress)] or
+        images = np.concatenate([x for x, _ in image_arrays(ds, info.preprocess, 64, size, "calibration images", progress)] or
                                 [np.empty((0, 3, s, s), np.float32)])
     if images.ndim != 4 or images.shape[1:] != (3, s, s):
         raise LayoverError(f"calibration data has shape {images.shape}, the model takes (N, 3, {s}, {s})")

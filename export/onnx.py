@@ -12,20 +12,20 @@ probabilities, parity compares logits. The metadata (``metadata.py``) makes the 
 from __future__ import annotations
 
 import ast
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint
-from ..errors import LayoverError
-from ..io import atomic_path
-from .metadata import INPUT, OUTPUTS, checkpoint_metadata, set_metadata
+from layover_edge.artifacts.onnx_metadata import INPUT, OUTPUTS, checkpoint_metadata, set_metadata
+from layover_edge.core.config import ExportConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import atomic_path
+from layover_edge.models import load_checkpoint
 
 FORMS = ("portable", "plugin")
-MIN_OPSET = 18  # the dynamo exporter writes opset 18; down-conversion to 17 fails (environment-probe §3)
+MIN_OPSET = ExportConfig.opset  # the dynamo exporter writes 18; down-conversion to 17 fails
 EXPORT_TOLERANCE = 1e-3  # max |Δlogit| of the export's own check, the FP32 parity gate
 
 
@@ -39,14 +39,6 @@ class Deployed(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(image)
         return logits, torch.sigmoid(logits)
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def name_scopes(node) -> list[str]:
@@ -92,7 +84,7 @@ def check_onnx(path: str | Path) -> None:
 
 
 def _trace(model: nn.Module, example: torch.Tensor, opset: int, dynamic: bool):
-    from ..kernels.onnx_export import translation_table
+    from layover_edge.kernels.onnx_export import translation_table
     shapes = {"image": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic else None
     try:
         program = torch.onnx.export(Deployed(model).eval(), (example,), dynamo=True, opset_version=opset,
@@ -143,10 +135,17 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, form: str = "porta
 
 
 def _verify(model: nn.Module, path: Path, example: torch.Tensor) -> None:
-    from ..runtime.onnx_backend import OnnxBackend
+    import onnx
+    import onnxruntime as ort
+
+    from layover_edge.kernels.identity import PLUGIN_DOMAIN
+    from layover_edge.kernels.ort_plugin import session_options
     with torch.inference_mode():
         ref = model(example).numpy()
-    got = OnnxBackend(path).run(example.numpy())["logits"]
+    proto = onnx.load(str(path), load_external_data=False)
+    options = session_options() if any(n.domain == PLUGIN_DOMAIN for n in proto.graph.node) else None
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUTS[0]], {INPUT: example.numpy()})[0]
     err = float(np.abs(got - ref).max())
     if not err <= EXPORT_TOLERANCE:
         raise LayoverError(f"the exported graph does not match PyTorch: max |Δlogit| = {err:.3g} > {EXPORT_TOLERANCE}")

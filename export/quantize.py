@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LayoverError
-from ..io import atomic_path
-from .metadata import get_metadata, set_metadata
+from layover_edge.artifacts.onnx_metadata import get_metadata, set_metadata
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import atomic_path
+
 from .onnx import check_onnx
 
 CALIB_METHODS = ("max", "entropy")

@@ -2,7 +2,7 @@
 
 The exporter tags every node with the torch module path it came from, so the branch is exactly
 the nodes emitted for ``layover::fused_mix``; onnx-graphsurgeon cuts them out and wires one
-``LayoverFusedMix`` node (name, version, namespace and domain from ``kernels/onnx_export.py``,
+``LayoverFusedMix`` node (name, version, namespace and domain from ``kernels/identity.py``,
 the same node ``translation_table(plugin=True)`` emits) between the same tensors. The weights
 come from the checkpoint's head, so nothing is read back out of the ReduceMean/Gemm pattern.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LayoverError
-from ..kernels.onnx_export import LAYOUT_CODES, PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from layover_edge.core.errors import LayoverError
+from layover_edge.kernels.identity import LAYOUT_CODES, PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 PLUGIN_NODE = "layover_fused_mix"
 

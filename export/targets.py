@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..errors import LayoverError
+from layover_edge.core.errors import LayoverError
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The trtexec command equivalent to ``layover-edge build``, for users who build on the device by
-hand (e.g. ``/usr/src/tensorrt/bin/trtexec`` on JetPack). Flags follow the build plan: TensorRT 10
+hand (e.g. ``/usr/src/tensorrt/bin/trtexec`` on JetPack). Flags follow the precision mode: TensorRT 10
 needs ``--stronglyTyped`` for Q/DQ and FP16 graphs, TensorRT 11 is always strongly typed and has
 no ``--fp16``/``--int8``.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .plan import BuildPlan, trt_major
+from .precision import PrecisionMode, trt_major
 
 
-def trtexec_command(onnx: str | Path, engine: str | Path, plan: BuildPlan, trt_version: str, input_name: str,
+def trtexec_command(onnx: str | Path, engine: str | Path, mode: PrecisionMode, trt_version: str, input_name: str,
                     image_size: int, batch: tuple[int, int, int], workspace_gb: float,
                     high_precision: list[str] = (), plugins: list[str] = (), timing_cache: str | None = None,
                     dla_core: int | None = None) -> str:
@@ -22,11 +22,11 @@ def trtexec_command(onnx: str | Path, engine: str | Path, plan: BuildPlan, trt_v
     args = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}",
             f"--minShapes={shape(batch[0])}", f"--optShapes={shape(batch[1])}", f"--maxShapes={shape(batch[2])}",
             f"--memPoolSize=workspace:{int(workspace_gb * 1024)}M"]
-    if plan.strongly_typed and trt_major(trt_version) < 11:
+    if mode.strongly_typed and trt_major(trt_version) < 11:
         args.append("--stronglyTyped")
-    if plan.fp16_flag:
+    if mode.fp16_flag:
         args.append("--fp16")
-    if plan.pin_fp32 and high_precision:
+    if mode.pin_fp32 and high_precision:
         args += ["--precisionConstraints=obey", "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in high_precision)]
     args += [f"--dynamicPlugins={p}" for p in plugins]
     if timing_cache:

@@ -18,12 +18,8 @@ from onnxscript import FLOAT
 from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
-PLUGIN_NAME = "LayoverFusedMix"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = "layover"
-PLUGIN_DOMAIN = "ai.onnx.contrib"
-# The plugin's integer ``layout`` attribute: the same codes as kernels/fused_mix.h.
-LAYOUT_CODES = {"NCHW": 0, "NHWC": 1, "NLC": 2}
+from .identity import LAYOUT_CODES, PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+
 _POOL_AXES = {"NCHW": [2, 3], "NHWC": [1, 2], "NLC": [1]}
 
 

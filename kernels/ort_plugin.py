@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
-from .onnx_export import LAYOUT_CODES, PLUGIN_NAME
+from .identity import LAYOUT_CODES, PLUGIN_NAME
 from .reference import fused_mix_reference
 
 _LAYOUTS = {code: name for name, code in LAYOUT_CODES.items()}

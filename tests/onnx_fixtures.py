@@ -2,7 +2,7 @@
 import numpy as np
 import onnx
 
-from layover_edge.export.metadata import FORMAT, set_metadata
+from layover_edge.artifacts.onnx_metadata import FORMAT, set_metadata
 
 
 def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):

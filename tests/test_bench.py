@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from layover_edge.bench import BenchConfig, plan_variants, ratio_rows, run_bench
+from layover_edge.apps.bench import BenchConfig, plan_variants, ratio_rows, run_bench
 from layover_edge.cli import main
-from layover_edge.errors import LayoverError
+from layover_edge.core.errors import LayoverError
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAS_MODELOPT = importlib.util.find_spec("modelopt") is not None

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from layover_edge import cli
-from layover_edge.cam import stage_maps, to_nchw
-from layover_edge.checkpoint import save_checkpoint
-from layover_edge.config import ModelConfig
+from layover_edge.apps.cam import stage_maps, to_nchw
+from layover_edge.core.config import ModelConfig
 from layover_edge.data.synthetic import SyntheticScenes
-from layover_edge.models import build_model
+from layover_edge.models import build_model, save_checkpoint
 
 
 def test_layouts_become_nchw():

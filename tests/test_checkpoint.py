@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from layover_edge.checkpoint import load_checkpoint, read_config, save_checkpoint
-from layover_edge.config import ModelConfig
-from layover_edge.errors import LayoverError
-from layover_edge.models import build_model
+from layover_edge.artifacts.checkpoint import read_config
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.models import build_model, load_checkpoint, resolve_config, save_checkpoint
 
 
 def cfg(**kw):
@@ -17,7 +17,7 @@ def cfg(**kw):
 @pytest.mark.parametrize("method", ["lp", "rm", "ft"])
 def test_round_trip_gives_identical_outputs(tmp_path, method):
     torch.manual_seed(0)
-    c = cfg(method=method)
+    c = resolve_config(cfg(method=method))  # what the checkpoint records: the preprocessing spelled out
     model = build_model(c).eval()
     save_checkpoint(model, c, tmp_path / "ckpt")
     loaded, c2 = load_checkpoint(tmp_path / "ckpt")
@@ -62,11 +62,10 @@ def test_failed_save_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     model = build_model(c)
     save_checkpoint(model, c, tmp_path / "ckpt")
     before = (tmp_path / "ckpt" / "head.safetensors").read_bytes()
-    import layover_edge.checkpoint as ck
 
     def boom(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(ck, "save_file", boom)
+    monkeypatch.setattr("safetensors.torch.save_file", boom)
     with pytest.raises(OSError):
         save_checkpoint(model, c, tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "head.safetensors").read_bytes() == before

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from layover_edge.apps.demo import DemoConfig, run_demo
 from layover_edge.cli import build_parser, main
-from layover_edge.demo import DemoConfig, run_demo
 
 
 def run(args, capsys):
@@ -92,7 +92,7 @@ def test_readme_documents_every_verb():
 
 
 def test_a_closed_gate_is_reported_after_training():
-    from layover_edge.cli.train import GATE_CLOSED, gate_warnings
+    from layover_edge.training.run import GATE_CLOSED, gate_warnings
     assert "switched off" in gate_warnings({"mAP": 40.0, "alpha_mean": GATE_CLOSED / 5})[0]
     assert gate_warnings({"mAP": 40.0, "alpha_mean": 0.8}) == []
     assert gate_warnings({"mAP": 40.0}) == []  # LP and FT rows have no gate

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layover_edge.config import ModelConfig
-from layover_edge.data import build_dataset, image_loader, skipped_report
-from layover_edge.errors import LayoverError
+from layover_edge.core.config import Preprocess
+from layover_edge.core.errors import LayoverError
+from layover_edge.data import build_dataset
+from layover_edge.data.loading import image_loader, skipped_report
 
 
 def image(path, colour=(200, 30, 30), size=(20, 16), fmt=None):
@@ -100,8 +101,8 @@ def test_coco_unknown_category_and_missing_images(coco):
     with pytest.raises(LayoverError, match="1 of 4 images .* do not exist, e.g. .*000000000003.jpg"):
         build_dataset("coco2014", "val", str(coco))
     ds = build_dataset("coco2014", "val", str(coco), missing="skip")  # listed as unreadable instead
-    cfg = ModelConfig(backbone="x", num_classes=4, image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
-    bad = [b for _, _, _, batch_bad in image_loader(ds, cfg, 2) for b in batch_bad]
+    pre = Preprocess(image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+    bad = [b for _, _, _, batch_bad in image_loader(ds, pre, 2) for b in batch_bad]
     assert skipped_report(ds, bad) == [{"index": 0, "path": ds.path(0), "reason": f"{ds.path(0)}: file not found"}]
     doc["annotations"].append(ann(9, 5, 44))
     ann_file.write_text(json.dumps(doc))
@@ -244,8 +245,8 @@ def test_unreadable_images_are_skipped_with_their_path(tmp_path):
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:200])  # truncated JPEG
     (tmp_path / "train.csv").write_text("path,labels\ngood.png,a\nbroken.png,a\ncut.jpg,b\n")
     ds = build_dataset("folder", "train", str(tmp_path))
-    cfg = ModelConfig(backbone="x", num_classes=2, image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
-    batches = list(image_loader(ds, cfg, 3))
+    pre = Preprocess(image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+    batches = list(image_loader(ds, pre, 3))
     x, y, idx, bad = batches[0]
     assert idx.tolist() == [0] and y.tolist() == [[1.0, 0.0]]
     report = skipped_report(ds, bad)

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from layover_edge.apps.doctor import run_checks
 from layover_edge.cli import main
-from layover_edge.doctor import run_checks
 
 
 def by_name(checks):

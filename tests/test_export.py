@@ -13,13 +13,13 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx_graphsurgeon")
 pytest.importorskip("onnxruntime_extensions")
 
+from layover_edge.apps.demo import DemoConfig, run_demo  # noqa: E402
+from layover_edge.artifacts.onnx_metadata import get_metadata  # noqa: E402
 from layover_edge.cli import main  # noqa: E402
-from layover_edge.demo import DemoConfig, run_demo  # noqa: E402
-from layover_edge.errors import LayoverError  # noqa: E402
-from layover_edge.export.metadata import get_metadata  # noqa: E402
+from layover_edge.core.errors import LayoverError  # noqa: E402
 from layover_edge.export.onnx import check_onnx, export_onnx  # noqa: E402
-from layover_edge.kernels.onnx_export import PLUGIN_DOMAIN, PLUGIN_NAME  # noqa: E402
-from layover_edge.runtime import open_backend  # noqa: E402
+from layover_edge.kernels.identity import PLUGIN_DOMAIN, PLUGIN_NAME  # noqa: E402
+from layover_edge.runtime.factory import open_backend  # noqa: E402
 
 CALIB = 64  # small for speed: the < 300 warning is asserted below
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from layover_edge.config import ModelConfig
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
 from layover_edge.data.synthetic import SyntheticScenes
-from layover_edge.errors import LayoverError
-from layover_edge.features import FeatureCache, extract_features
-from layover_edge.kernels import pool
-from layover_edge.models import build_backbone
+from layover_edge.kernels.reference import pool
+from layover_edge.models import build_backbone, resolve_config
+from layover_edge.training.features import FeatureCache, extract_features
 
 
 class Scenes(SyntheticScenes):
@@ -47,8 +47,8 @@ def test_cache_matches_the_backbone(tmp_path, weights):
     ds = SyntheticScenes("train", 20, 48, 5, seed=1)
     cache = extract_features(model_cfg(weights), ds, "train", tmp_path / "c", batch_size=8, progress=False)
     bb = build_backbone(model_cfg(weights), None).eval()
-    from layover_edge.data import build_transform
-    x = torch.stack([build_transform(cache_cfg(weights))(ds[i][0]) for i in range(20)])
+    from layover_edge.data.loading import build_transform
+    x = torch.stack([build_transform(resolve_config(cache_cfg(weights)).preprocess)(ds[i][0]) for i in range(20)])
     with torch.no_grad():
         taps, z = bb(x)
     for t, h in zip(cache.taps, taps):

@@ -87,7 +87,7 @@ def test_cuda_kernels_keep_everything_in_registers(tmp_path):
 
 
 def test_doctor_finds_the_built_kernel_library(build_dir):
-    from layover_edge.doctor import run_checks
+    from layover_edge.apps.doctor import run_checks
     check = next(c for c in run_checks(kernels_lib=str(build_dir / "liblayover_kernels.so"))
                  if c.component == "CUDA kernel library")
     assert check.ok, check.detail

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from kernel_cases import make_inputs
 
 from layover_edge.kernels import cuda_lib
-from layover_edge.kernels.cases import make_inputs
 from layover_edge.kernels.reference import fused_mix_reference, tolerance
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -7,10 +7,11 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime_extensions")
 
-from layover_edge import kernels  # noqa: E402
-from layover_edge.kernels.cases import make_inputs  # noqa: E402
-from layover_edge.kernels.onnx_export import (LAYOUT_CODES, PLUGIN_DOMAIN, PLUGIN_NAME,  # noqa: E402
-                                              PLUGIN_NAMESPACE, PLUGIN_VERSION, translation_table)
+from kernel_cases import make_inputs  # noqa: E402
+
+from layover_edge.kernels.identity import LAYOUT_CODES, PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION  # noqa: E402
+from layover_edge.kernels.onnx_export import translation_table  # noqa: E402
+from layover_edge.kernels.op import fused_mix  # noqa: E402
 from layover_edge.kernels.ort_plugin import session_options  # noqa: E402
 from layover_edge.kernels.reference import fused_mix_reference, tolerance  # noqa: E402
 
@@ -24,7 +25,7 @@ class Branch(torch.nn.Module):
         self.layout = layout
 
     def forward(self, h, z):
-        return kernels.fused_mix(h, z, self.w_rs, self.w_sl, self.b_sl, self.layout)
+        return fused_mix(h, z, self.w_rs, self.w_sl, self.b_sl, self.layout)
 
 
 def export_and_run(layout, plugin, dtype=torch.float32):

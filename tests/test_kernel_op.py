@@ -1,9 +1,9 @@
 """torch.ops.layover.fused_mix: dispatch, fake impl (compile/export), analytic backward."""
 import pytest
 import torch
+from kernel_cases import make_inputs
 
-from layover_edge import kernels
-from layover_edge.kernels.cases import make_inputs
+from layover_edge.kernels.op import fused_mix
 from layover_edge.kernels.reference import fused_mix_reference, tolerance
 
 LAYOUTS = ["NCHW", "NHWC", "NLC"]
@@ -13,14 +13,14 @@ LAYOUTS = ["NCHW", "NHWC", "NLC"]
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cpu_matches_reference(layout, dtype):
     args = make_inputs(layout, 2, 6, 3, 4, 10, dtype=dtype, strided=True)
-    torch.testing.assert_close(kernels.fused_mix(*args, layout), fused_mix_reference(*args, layout),
+    torch.testing.assert_close(fused_mix(*args, layout), fused_mix_reference(*args, layout),
                                **tolerance(dtype))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_gradcheck_float64(layout):
     args = [t.double().requires_grad_() for t in make_inputs(layout, 2, 5, 3, 2, 7, strided=True)]
-    assert torch.autograd.gradcheck(lambda *a: kernels.fused_mix(*a, layout), args)
+    assert torch.autograd.gradcheck(lambda *a: fused_mix(*a, layout), args)
 
 
 def test_backward_matches_autograd_of_the_reference():
@@ -29,7 +29,7 @@ def test_backward_matches_autograd_of_the_reference():
     ours = [t.clone().requires_grad_() for t in args]
     ref = [t.clone().requires_grad_() for t in args]
     g = torch.randn(3, 9)
-    torch.autograd.backward(kernels.fused_mix(*ours, "NCHW"), g)
+    torch.autograd.backward(fused_mix(*ours, "NCHW"), g)
     torch.autograd.backward(fused_mix_reference(*ref, "NCHW"), g)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
@@ -37,7 +37,7 @@ def test_backward_matches_autograd_of_the_reference():
 
 def test_half_inputs_get_half_gradients():
     args = [t.requires_grad_() for t in make_inputs("NHWC", 2, 4, 2, 2, 6, dtype=torch.float16)]
-    kernels.fused_mix(*args, "NHWC").sum().backward()
+    fused_mix(*args, "NHWC").sum().backward()
     assert [a.grad.dtype for a in args] == [a.dtype for a in args]
 
 
@@ -49,18 +49,18 @@ def test_opcheck():
 def test_bad_layout_is_rejected():
     h, z, w_rs, w_sl, b_sl = make_inputs("NCHW", 1, 4, 2, 2, 3)
     with pytest.raises(ValueError):
-        kernels.fused_mix(h, z, w_rs, w_sl, b_sl, "NHWC")  # h has 2 "channels" read as NHWC
+        fused_mix(h, z, w_rs, w_sl, b_sl, "NHWC")  # h has 2 "channels" read as NHWC
 
 
 def test_compile_and_export_trace_through_the_op():
     args = make_inputs("NHWC", 2, 6, 3, 3, 8, dtype=torch.float32)
     ref = fused_mix_reference(*args, "NHWC")
-    compiled = torch.compile(lambda *a: kernels.fused_mix(*a, "NHWC"), fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(lambda *a: fused_mix(*a, "NHWC"), fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(*args), ref)
 
     class Branch(torch.nn.Module):
         def forward(self, h, z, w_rs, w_sl, b_sl):
-            return kernels.fused_mix(h, z, w_rs, w_sl, b_sl, "NHWC")
+            return fused_mix(h, z, w_rs, w_sl, b_sl, "NHWC")
 
     ep = torch.export.export(Branch(), tuple(args))
     assert any(n.target is torch.ops.layover.fused_mix.default for n in ep.graph.nodes)
@@ -72,11 +72,11 @@ def test_compile_and_export_trace_through_the_op():
 def test_cuda_dispatch_and_cuda_graph(layout):
     args = make_inputs(layout, 4, 64, 7, 9, 96, dtype=torch.float16, device="cuda", channels_last=True)
     ref = fused_mix_reference(*args, layout)
-    torch.testing.assert_close(kernels.fused_mix(*args, layout), ref, **tolerance(torch.float16))
-    kernels.fused_mix(*args, layout)  # compile outside the capture
+    torch.testing.assert_close(fused_mix(*args, layout), ref, **tolerance(torch.float16))
+    fused_mix(*args, layout)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = kernels.fused_mix(*args, layout)
+        out = fused_mix(*args, layout)
     graph.replay()
     torch.testing.assert_close(out, ref, **tolerance(torch.float16))
     from layover_edge.kernels import op

@@ -10,7 +10,8 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from layover_edge.kernels.cases import make_inputs  # noqa: E402
+from kernel_cases import make_inputs  # noqa: E402
+
 from layover_edge.kernels.reference import fused_mix_reference, tolerance  # noqa: E402
 from layover_edge.kernels.triton_fused_mix import fused_mix_triton  # noqa: E402
 

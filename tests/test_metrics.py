@@ -9,7 +9,8 @@ import torch
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 from torchmetrics.classification import MultilabelAveragePrecision
 
-from layover_edge.metrics import average_precision, format_table, multilabel_metrics
+from layover_edge.core.tables import format_table
+from layover_edge.training.metrics import average_precision, multilabel_metrics
 
 
 def _random_case(seed: int, n: int = 300, k: int = 7, ties: bool = False, ignored: float = 0.0):

@@ -4,8 +4,8 @@ import timm
 import torch
 from torch import nn
 
-from layover_edge.config import ModelConfig
-from layover_edge.errors import LayoverError
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
 from layover_edge.models import Backbone, LayoverHead, build_model, count_params, pool1d_summary
 
 # (name, timm kwargs, layout of the stage outputs): NCHW CNNs, an NHWC stage model, Swin, ViT tokens

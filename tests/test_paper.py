@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from layover_edge import cli
+from layover_edge.apps.paper import table4
 from layover_edge.data.synthetic import SyntheticScenes
 from layover_edge.data.voc import CLASSES as VOC_CLASSES
-from layover_edge.paper import table4
 
 RUN = ["--backbones", "test_convnext", "--weights", "none", "--image-size", "32", "--batch-size", "16",
        "--device", "cpu", "--quiet", "--json", "--gallery", "4"]

@@ -5,10 +5,11 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from layover_edge.errors import LayoverError  # noqa: E402
-from layover_edge.runtime import open_backend  # noqa: E402
-from layover_edge.runtime.onnx_backend import OnnxBackend  # noqa: E402
 from onnx_fixtures import tiny_onnx  # noqa: E402
+
+from layover_edge.core.errors import LayoverError  # noqa: E402
+from layover_edge.runtime.factory import open_backend  # noqa: E402
+from layover_edge.runtime.onnx_backend import OnnxBackend  # noqa: E402
 
 
 def test_predict_and_metadata(tmp_path):

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from layover_edge.checkpoint import save_checkpoint
-from layover_edge.config import ModelConfig
-from layover_edge.errors import LayoverError
-from layover_edge.models import build_model
-from layover_edge.runtime import TorchBackend
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.models import build_model, save_checkpoint
+from layover_edge.runtime.torch_backend import TorchBackend
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_check.sh)")
 

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layover_edge.errors import LayoverError
-from layover_edge.sources import (Capture, CaptureOptions, ImageFiles, Missing, csi_pipeline, open_sources,
-                                  read_image, rtsp_pipeline)
+from layover_edge.apps.sources import (
+    Capture,
+    CaptureOptions,
+    ImageFileSource,
+    Missing,
+    csi_pipeline,
+    open_sources,
+    read_image,
+    rtsp_pipeline,
+)
+from layover_edge.core.errors import LayoverError
 
 
 def test_csi_pipeline_is_jetson_inference_like():
@@ -36,7 +44,7 @@ def test_missing_camera_is_a_clear_error():
 
 
 def test_csi_without_gstreamer_or_bad_uri(monkeypatch):
-    import layover_edge.sources as sources
+    import layover_edge.apps.sources as sources
     monkeypatch.setattr(sources, "has_gstreamer", lambda: False)
     (src,) = open_sources(["csi://0"])
     with pytest.raises(LayoverError, match="GStreamer"):
@@ -51,7 +59,7 @@ def test_csi_without_gstreamer_or_bad_uri(monkeypatch):
 
 
 def test_rtsp_falls_back_to_ffmpeg_without_gstreamer(monkeypatch):
-    import layover_edge.sources as sources
+    import layover_edge.apps.sources as sources
     monkeypatch.setattr(sources, "has_gstreamer", lambda: False)
     (src,) = open_sources(["rtsp://cam/live"])
     assert (src.target, src.api, src.live) == ("rtsp://cam/live", "CAP_FFMPEG", True)
@@ -65,7 +73,7 @@ def test_files_folders_globs(tmp_path):
     sources = open_sources([str(tmp_path), str(tmp_path / "*.png"), str(tmp_path / "clip.avi"),
                             str(tmp_path / "nope.jpg"), str(tmp_path / "*.gif")])
     images = sources[0]
-    assert isinstance(images, ImageFiles)  # folder + glob merged: one batchable source, folder sorted
+    assert isinstance(images, ImageFileSource)  # folder + glob merged: one batchable source, folder sorted
     assert [p.rsplit("/", 1)[1] for p in images.paths] == ["a.jpg", "b.png", "b.png"]
     assert isinstance(sources[1], Capture) and not sources[1].live
     assert [type(s) for s in sources[2:]] == [Missing, Missing]

@@ -9,7 +9,10 @@ import torch
 from PIL import Image
 
 from layover_edge.data.synthetic import (
-    SOURCE_SHAPES, TARGET_SHAPES, SyntheticScenes, SyntheticSource,
+    SOURCE_SHAPES,
+    TARGET_SHAPES,
+    SyntheticScenes,
+    SyntheticSource,
 )
 
 

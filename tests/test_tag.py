@@ -7,14 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from layover_edge.checkpoint import save_checkpoint
+from layover_edge.apps.sources import open_sources
+from layover_edge.apps.tag import Preprocessor, Tagger, select_tags
 from layover_edge.cli import main
-from layover_edge.config import ModelConfig
+from layover_edge.core.config import ModelConfig
 from layover_edge.data.loading import build_transform
-from layover_edge.models import build_model
-from layover_edge.runtime import TorchBackend
-from layover_edge.sources import open_sources
-from layover_edge.tag import Preprocessor, Tagger, select_tags
+from layover_edge.models import build_model, save_checkpoint
+from layover_edge.runtime.torch_backend import TorchBackend
 
 cv2 = pytest.importorskip("cv2")
 LABELS = ["cat", "dog", "car", "tree", "sky"]
@@ -67,7 +66,7 @@ def test_numpy_frames_preprocess_exactly_like_training(checkpoint):
     backend = TorchBackend(checkpoint)
     rgb = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     cfg = backend.cfg
-    expected = build_transform(cfg)(Image.fromarray(rgb)).numpy()
+    expected = build_transform(cfg.preprocess)(Image.fromarray(rgb)).numpy()
     got = Preprocessor(backend.info.preprocess)([rgb])
     assert got.shape == (1, 3, 48, 48)
     np.testing.assert_array_equal(got[0], expected)

@@ -1,5 +1,5 @@
 """The TensorRT side: what runs without TensorRT is tested for real (target profiles, the
-TensorRT 10/11 build plan, trtexec command text, build validation, sidecar checks and the
+TensorRT 10/11 precision mode, trtexec command text, build validation, sidecar checks and the
 engine refusals); the builder and runtime themselves skip when tensorrt is not importable."""
 import importlib.util
 import json
@@ -9,13 +9,14 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from layover_edge.errors import LayoverError  # noqa: E402
-from layover_edge.export.build import make_sidecar, prepare_build  # noqa: E402
-from layover_edge.export.plan import plan_build  # noqa: E402
-from layover_edge.export.targets import TARGETS, get_target  # noqa: E402
-from layover_edge.runtime import open_backend  # noqa: E402
-from layover_edge.runtime.sidecar import check_compatible, read_sidecar, sidecar_path  # noqa: E402
 from onnx_fixtures import tiny_onnx  # noqa: E402
+
+from layover_edge.artifacts.sidecar import check_compatible, read_sidecar, sidecar_path  # noqa: E402
+from layover_edge.core.errors import LayoverError  # noqa: E402
+from layover_edge.export.build import make_sidecar, prepare_build  # noqa: E402
+from layover_edge.export.precision import precision_mode  # noqa: E402
+from layover_edge.export.targets import TARGETS, get_target  # noqa: E402
+from layover_edge.runtime.factory import open_backend  # noqa: E402
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not importable (no TensorRT on this machine)")
@@ -38,9 +39,9 @@ def test_targets():
     ("int8", "int8", "10.3.0", (True, False, False)),
     ("int8", "int8", "11.1.0", (True, False, False)),
 ])
-def test_build_plan(graph, precision, version, expect):
-    plan = plan_build(graph, precision, version)
-    assert (plan.strongly_typed, plan.fp16_flag, plan.pin_fp32) == expect
+def test_precision_mode(graph, precision, version, expect):
+    mode = precision_mode(graph, precision, version)
+    assert (mode.strongly_typed, mode.fp16_flag, mode.pin_fp32) == expect
 
 
 @pytest.mark.parametrize("graph,precision,version,message", [
@@ -51,7 +52,7 @@ def test_build_plan(graph, precision, version, expect):
 ])
 def test_build_plan_refusals(graph, precision, version, message):
     with pytest.raises(LayoverError, match=message):
-        plan_build(graph, precision, version)
+        precision_mode(graph, precision, version)
 
 
 def test_trtexec_commands(tmp_path):
@@ -165,9 +166,10 @@ def test_build_cli_without_tensorrt_prints_trtexec(tmp_path, capsys):
 
 @needs_trt
 def test_build_and_run_engine(tmp_path):
-    from layover_edge.export.build import build_engine
-    from layover_edge.runtime.cuda_device import CudaDevice
     import tensorrt as trt
+
+    from layover_edge.core.cuda import CudaDevice
+    from layover_edge.export.build import build_engine
     cc = CudaDevice().compute_capability
     target = next(t for t in TARGETS.values() if t.compute_capability == cc)
     req = prepare_build(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.engine", "fp32", target, trt.__version__,

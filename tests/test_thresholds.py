@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_recall_curve, precision_score, recall_score
 
-from layover_edge.checkpoint import read_config
+from layover_edge.artifacts.checkpoint import read_config
 from layover_edge.cli import main
-from layover_edge.thresholds import pr_curve, tune_class, tune_thresholds
+from layover_edge.training.thresholds import pr_curve, tune_class, tune_thresholds
 
 
 def scored_class(rng, n=300, ties=False):
@@ -107,17 +107,17 @@ def test_thresholds_verb_writes_the_checkpoint_that_eval_and_tag_use(tmp_path, c
     for key in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
         assert metrics[key] == pytest.approx(result["after"][key])
 
-    from layover_edge.runtime import open_backend
+    from layover_edge.runtime.factory import open_backend
     assert open_backend(ckpt).info.threshold_array().tolist() == pytest.approx(cfg.thresholds)
 
 
 def test_bad_precision_floor_and_wrong_threshold_count_are_refused(tmp_path, capsys):
     assert main(["thresholds", str(tmp_path), "--objective", "precision", "--min-precision", "1.5"]) == 2
     assert "--min-precision must be in (0, 1]" in capsys.readouterr().err
-    from layover_edge.checkpoint import set_thresholds
-    from layover_edge.config import ModelConfig
-    from layover_edge.errors import LayoverError
-    from layover_edge.io import write_json
+    from layover_edge.artifacts.checkpoint import set_thresholds
+    from layover_edge.core.config import ModelConfig
+    from layover_edge.core.errors import LayoverError
+    from layover_edge.core.io import write_json
     ckpt = tmp_path / "ckpt"
     write_json(ckpt / "config.json", {"format": "layover-edge/checkpoint/1",
                                       "model": ModelConfig("test_convnext", 2).to_dict()})

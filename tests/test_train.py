@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from layover_edge.config import ModelConfig, TrainConfig
+from layover_edge.core.config import ModelConfig, TrainConfig
+from layover_edge.core.errors import LayoverError
 from layover_edge.data.synthetic import SyntheticScenes
-from layover_edge.errors import LayoverError
-from layover_edge.pipeline import train_run
-from layover_edge.train import CachedBatches, fit, soft_margin_loss
+from layover_edge.training.batches import CachedBatches
+from layover_edge.training.loop import fit, soft_margin_loss
+from layover_edge.training.run import train_run
 
 
 def test_loss_equals_multilabel_soft_margin_without_ignored_entries():
@@ -42,8 +43,7 @@ def head_cfg(method="rm"):
 
 
 def tiny_model(method):
-    from layover_edge.models import LayoverHead, LayoverModel, LinearProbe
-    from layover_edge.models import build_backbone
+    from layover_edge.models import LayoverHead, LayoverModel, LinearProbe, build_backbone
     cfg = head_cfg(method)
     bb = build_backbone(cfg, [1], load_weights=False)
     head = LinearProbe(16, 4) if method == "lp" else LayoverHead(8, 16, 4)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from layover_edge.config import ModelConfig
-from layover_edge.errors import LayoverError
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
 from layover_edge.models import build_backbone, create_timm
 
 

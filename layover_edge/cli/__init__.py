@@ -1,7 +1,8 @@
 """The ``layover-edge`` command: one verb per job, each with --help, --json and a summary table.
 
-Verbs live beside this file by subject (train.py, paper.py, edge.py) and in export/cli.py;
-each module registers its own with ``add_parsers``.
+Verbs live beside this file by subject (train.py, paper.py, deploy.py, edge.py); each module
+registers its own with ``add_parsers``. Every verb parses its arguments, makes one library call
+(the same one the Python API makes) and prints a table or JSON.
 """
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from ..errors import LayoverError
-from ..export import cli as export_verbs
-from . import edge, paper, train
+from layover_edge.core.errors import LayoverError
+
+from . import deploy, edge, paper, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Layover early-exit multi-label tagging: train LP / RM / FT on frozen timm backbones, export to "
         "ONNX and TensorRT, check parity, tag images and streams, benchmark latency."))
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verbs in (train, paper, export_verbs, edge):
+    for verbs in (train, paper, deploy, edge):
         verbs.add_parsers(sub)
     return parser
 

@@ -1,14 +1,15 @@
-"""What the verbs share: argument groups, data set and model config from arguments, output."""
+"""What the verbs share: argument groups whose defaults come from the library's config classes,
+the data set and model config the arguments describe, and output (a table, or JSON)."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..config import METHODS, ModelConfig, TrainConfig
-from ..io import json_safe
-from ..models import RS_VARIANTS
+from layover_edge.core.config import METHODS, RS_VARIANTS, ModelConfig, TrainConfig
+from layover_edge.core.io import json_safe
+from layover_edge.data.spec import DATASETS, DataSpec
 
-T = TrainConfig()
+T, D = TrainConfig(), DataSpec()
 
 
 def add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
@@ -30,9 +31,8 @@ def add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
 
 
 def add_data_args(p: argparse.ArgumentParser, splits: bool = True) -> None:
-    from ..data import DATASETS
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="synthetic", choices=sorted(DATASETS),
+    g.add_argument("--data", default=D.name, choices=sorted(DATASETS),
                    help="data set: synthetic (generated, no files), coco2014 / coco2017 (instances JSON), voc2007 "
                         "(XML or ImageSets), folder (your images + a CSV / JSON-lines label file) "
                         "(default: %(default)s)")
@@ -44,22 +44,23 @@ def add_data_args(p: argparse.ArgumentParser, splits: bool = True) -> None:
                        help="split to train on (default: train; trainval for voc2007)")
         g.add_argument("--val-split", default=None,
                        help="split to validate on (default: val; test for voc2007)")
-    g.add_argument("--empty-images", choices=("auto", "drop", "keep"), default="auto",
+    g.add_argument("--empty-images", choices=("auto", "drop", "keep"), default=D.empty_images,
                    help="COCO images without annotations: auto drops them from the train split (ML-GCN / ASL) "
                         "and keeps them as all-negative elsewhere; drop everywhere reproduces ML-GCN / ASL "
                         "evaluation exactly (default: %(default)s)")
-    g.add_argument("--voc-source", choices=("auto", "xml", "imagesets"), default="auto",
+    g.add_argument("--voc-source", choices=("auto", "xml", "imagesets"), default=D.voc_source,
                    help="VOC labels from Annotations/*.xml or ImageSets/Main/<class>_<split>.txt "
                         "(default: %(default)s: XML where present)")
-    g.add_argument("--missing", choices=("error", "skip"), default="error",
+    g.add_argument("--missing", choices=("error", "skip"), default=D.missing,
                    help="listed images whose file does not exist: stop with an error, or skip and list them "
                         "with the unreadable ones (default: %(default)s)")
-    g.add_argument("--train-size", type=int, default=2000, help="synthetic: training images (default: %(default)s)")
-    g.add_argument("--val-size", type=int, default=1000, help="synthetic: validation images (default: %(default)s)")
-    g.add_argument("--num-classes", type=int, default=10, help="synthetic: number of classes (default: %(default)s)")
-    g.add_argument("--data-image-size", type=int, default=96,
+    g.add_argument("--train-size", type=int, default=D.train_size,
+                   help="synthetic: training images (default: %(default)s)")
+    g.add_argument("--val-size", type=int, default=D.val_size, help="synthetic: validation images (default: %(default)s)")
+    g.add_argument("--num-classes", type=int, default=D.num_classes, help="synthetic: number of classes (default: %(default)s)")
+    g.add_argument("--data-image-size", type=int, default=D.data_image_size,
                    help="synthetic: side of the generated images in pixels (default: %(default)s)")
-    g.add_argument("--data-seed", type=int, default=0, help="synthetic: generator seed (default: %(default)s)")
+    g.add_argument("--data-seed", type=int, default=D.data_seed, help="synthetic: generator seed (default: %(default)s)")
 
 
 def add_transform_args(p: argparse.ArgumentParser) -> None:
@@ -77,51 +78,34 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     g.add_argument("--batch-size", type=int, default=T.batch_size, help="batch size (default: %(default)s)")
-    g.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=T.num_workers, help="data loader worker processes (default: %(default)s)")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout instead of a table")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def data_spec(args) -> DataSpec:
+    return DataSpec(name=args.data, root=args.data_root, train_size=args.train_size, val_size=args.val_size,
+                    num_classes=args.num_classes, data_image_size=args.data_image_size, data_seed=args.data_seed,
+                    empty_images=args.empty_images, voc_source=args.voc_source, missing=args.missing)
+
+
 def split_name(args, role: str) -> str:
     """The split for ``role`` ("train" or "val"): --train-split / --val-split / --split, else the data set's default."""
-    from ..data import default_splits
-    given = getattr(args, f"{role}_split", None) or getattr(args, "split", None)
-    return given or default_splits(args.data)[0 if role == "train" else 1]
+    return data_spec(args).split(role, getattr(args, f"{role}_split", None) or getattr(args, "split", None))
 
 
-def dataset(args, split: str):
-    from ..data import build_dataset
-    if args.data == "synthetic":
-        size = args.train_size if split == "train" else args.val_size
-        return build_dataset("synthetic", split, num_images=size, image_size=args.data_image_size,
-                             num_classes=args.num_classes, seed=args.data_seed)
-    options: dict = {"missing": args.missing}
-    if args.data.startswith("coco"):
-        options["drop_empty"] = {"auto": None, "drop": True, "keep": False}[args.empty_images]
-    if args.data == "voc2007":
-        options["source"] = args.voc_source
-    return build_dataset(args.data, split, root=args.data_root, **options)
+def dataset(args, role: str):
+    """The data set split the arguments name for ``role``."""
+    return data_spec(args).open(split_name(args, role))
 
 
 def model_config(args, ds, **fields) -> ModelConfig:
     """ModelConfig for ``ds`` with the transform options (paper resolution for BiT unless --image-size)."""
-    from ..data import paper_image_size
+    from layover_edge.data.loading import paper_image_size
     return ModelConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size or
                        paper_image_size(args.backbone), mean=tuple(args.mean) if args.mean else None,
                        std=tuple(args.std) if args.std else None, interpolation=args.interpolation,
                        num_classes=len(ds.classes), labels=list(ds.classes), **fields)
-
-
-def unreadable_text(skipped: dict[str, list[dict]], where: str = "") -> str:
-    """The unreadable images of each split, listed (never silently dropped)."""
-    lines = []
-    for split, items in skipped.items():
-        if items:
-            lines.append(f"\n{len(items)} unreadable image(s) skipped in {split}:")
-            lines += [f"  {s.get('path', '#' + str(s['index']))}: {s['reason']}" for s in items[:50]]
-            if len(items) > 50:
-                lines.append(f"  ... and {len(items) - 50} more{where}")
-    return "\n".join(lines)
 
 
 def emit(args, result: dict, text: str) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
-from ..errors import LayoverError
-from ..io import atomic_path, json_safe
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import json_safe
+
 from .common import emit
 
 
@@ -35,12 +35,9 @@ def add_doctor_parser(sub) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from ..doctor import as_dict, run_checks
-    from ..metrics import format_table
+    from layover_edge.apps.doctor import as_dict, checks_text, run_checks
     checks = run_checks(args.kernels_lib, args.plugins)
-    table = format_table({c.component: {"ok": "✅" if c.ok else "❌", "detail": c.detail, "enables": c.enables}
-                          for c in checks}, columns=("ok", "detail", "enables"), first="component")
-    emit(args, as_dict(checks), f"{sum(c.ok for c in checks)} of {len(checks)} components available\n\n{table}")
+    emit(args, as_dict(checks), checks_text(checks))
     return 0
 
 
@@ -89,63 +86,16 @@ def add_tag_parser(sub) -> None:
     p.set_defaults(func=cmd_tag)
 
 
-def open_model(path: str, device: str, precision: str, mode: str):
-    """Any model file behind the Backend interface; a wrong or broken file is one clear error."""
-    from ..runtime.factory import kind_of, open_backend
-    from ..train import resolve_device
-    kind = kind_of(path)
-    dev = str(resolve_device(device))
-    options = {"dtype": precision, "mode": mode} if kind == "torch" else {}
-    if kind != "torch" and (precision != "fp32" or mode != "eager"):
-        raise LayoverError(f"--precision and --mode apply to PyTorch checkpoints; {path} is a {kind} model "
-                           "whose precision was fixed when it was exported")
-    try:
-        return open_backend(path, kind, device=dev, **options)
-    except LayoverError:
-        raise
-    except ImportError as e:
-        raise LayoverError(f"cannot run {path}: {e}") from None
-    except Exception as e:  # a foreign file fails deep inside safetensors/onnx/TensorRT with many types
-        raise LayoverError(f"cannot open model {path}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") \
-            from None
-
-
-def tag_summary_text(summary: dict, labels: list[str]) -> str:
-    from ..metrics import format_table
-    head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
-            f"({summary['frames_per_second']:.1f} frames/s; inference {summary['inference_seconds']:.1f} s), "
-            f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
-            + (", interrupted" if summary["interrupted"] else ""))
-    table = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
-    bad = "".join(f"\n- {u['source']}: {u['reason']}" for u in summary["unreadable"])
-    return f"{head}\n\n{table}" + (f"\n\nUnreadable:{bad}" if bad else "")
-
-
 def cmd_tag(args) -> int:
-    from ..draw import Drawer
-    from ..sources import CaptureOptions, open_sources
-    from ..tag import Tagger
+    from layover_edge.apps.sources import CaptureOptions
+    from layover_edge.apps.tag import summary_text, tag
+    from layover_edge.runtime.factory import open_model
     backend = open_model(args.model, args.device, args.precision, args.mode)
-    sources = open_sources(args.sources, CaptureOptions(args.width, args.height, args.framerate, args.flip,
-                                                        args.codec))
-    to_stdout = args.jsonl == "-"
-    with ExitStack() as stack:
-        if to_stdout:
-            stream = sys.stdout
-        else:
-            stream = stack.enter_context(open(stack.enter_context(atomic_path(args.jsonl)), "w"))
-
-        def write(record: dict) -> None:
-            stream.write(json.dumps(record) + "\n")
-            if to_stdout:
-                stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
-
-        drawer = Drawer(args.save) if args.save else None
-        tagger = Tagger(backend, write, args.threshold, args.topk, args.batch_size, drawer, not args.quiet)
-        summary = tagger.run(sources).to_dict()
-    summary |= {"model": args.model, "backend": backend.metadata()}
-    text = json.dumps(json_safe(summary), indent=2) if args.json else tag_summary_text(summary, backend.info.labels)
-    print(text, file=sys.stderr if to_stdout else sys.stdout)  # stdout stays pure JSON lines
+    summary = {"model": args.model} | tag(
+        backend, args.sources, args.jsonl, args.save, args.threshold, args.topk, args.batch_size,
+        CaptureOptions(args.width, args.height, args.framerate, args.flip, args.codec), not args.quiet)
+    text = json.dumps(json_safe(summary), indent=2) if args.json else summary_text(summary, backend.info.labels)
+    print(text, file=sys.stderr if args.jsonl == "-" else sys.stdout)  # stdout stays pure JSON lines
     if summary["frames"] == 0 and not summary["interrupted"]:
         raise LayoverError(f"nothing could be processed ({len(summary['unreadable'])} unreadable inputs)")
     return 0
@@ -154,7 +104,7 @@ def cmd_tag(args) -> int:
 # -------------------------------------------------------------------------- bench
 
 def add_bench_parser(sub) -> None:
-    from ..bench import FORMATS, TORCH_MODES, BenchConfig
+    from layover_edge.apps.bench import FORMATS, TORCH_MODES, BenchConfig
     d = BenchConfig()
     p = sub.add_parser(
         "bench", help="latency of LP vs RM vs FT on every available backend and precision",
@@ -194,8 +144,8 @@ def add_bench_parser(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from ..bench import BenchConfig, markdown, run_bench
-    from ..train import resolve_device
+    from layover_edge.apps.bench import BenchConfig, markdown, run_bench
+    from layover_edge.core.device import resolve_device
     cfg = BenchConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
                       num_classes=args.num_classes, tap=args.tap, methods=tuple(args.methods),
                       batches=tuple(args.batches), device=str(resolve_device(args.device)),

@@ -1,15 +1,13 @@
 """Verbs for the paper's experiments: paper (Tables 1-4) and cam (Figure 2)."""
 from __future__ import annotations
 
-from pathlib import Path
 
-from ..errors import LayoverError
-from .common import T, add_data_args, add_run_args, add_transform_args, dataset, emit, split_name
+from .common import T, add_data_args, add_run_args, add_transform_args, dataset, emit
 
 
 def cmd_paper(args) -> int:
-    from .. import distributed
-    from ..paper import PaperConfig, run_paper, tables_markdown
+    from layover_edge.apps.paper import PaperConfig, run_paper, tables_markdown
+    from layover_edge.core import distributed
     weights = args.weights * len(args.backbones) if len(args.weights) == 1 else args.weights
     pc = PaperConfig(backbones=args.backbones, weights=weights, taps=tuple(args.taps), epochs=args.epochs,
                      ft_epochs=args.ft_epochs, image_size=args.image_size,
@@ -17,35 +15,17 @@ def cmd_paper(args) -> int:
                      interpolation=args.interpolation, batch_size=args.batch_size, num_workers=args.workers,
                      seed=args.seed, device=args.device, top_alpha=args.top_alpha, gallery=args.gallery)
     with distributed.session():
-        train_ds, val_ds = dataset(args, split_name(args, "train")), dataset(args, split_name(args, "val"))
-        if list(val_ds.classes) != list(train_ds.classes):
-            raise LayoverError("the training and validation splits have different class lists")
-        results = run_paper(pc, train_ds, val_ds, args.out, args.data, progress=not args.quiet)
+        results = run_paper(pc, dataset(args, "train"), dataset(args, "val"), args.out, args.data,
+                            progress=not args.quiet)
         if distributed.is_main():
             emit(args, results, tables_markdown(results, args.top_alpha) + f"\n(written to {args.out}/tables.md)")
     return 0
 
 
 def cmd_cam(args) -> int:
-    from PIL import Image
-    from ..cam import save_cam_grid
-    from ..checkpoint import load_checkpoint
-    from ..models import stage_modules
-    from ..train import resolve_device
-    model, cfg = load_checkpoint(args.checkpoint, resolve_device(args.device))
-    if args.class_name not in cfg.labels:
-        raise LayoverError(f"class {args.class_name!r} is not among the checkpoint's {len(cfg.labels)} labels")
-    images = []
-    for path in args.images:
-        try:
-            with Image.open(path) as im:
-                images.append(im.convert("RGB"))
-        except OSError as e:
-            raise LayoverError(f"cannot read image {path}: {e}") from None
-    out = save_cam_grid(model, cfg, images, cfg.labels.index(args.class_name), args.out,
-                        titles=[Path(p).name for p in args.images])
-    emit(args, {"png": str(out), "class": args.class_name, "images": args.images},
-         f"EigenCAM grid ({len(images)} image(s) x {len(stage_modules(model.backbone.model))} stages) -> {out}")
+    from layover_edge.apps.cam import cam_figure
+    result = cam_figure(args.checkpoint, args.images, args.class_name, args.out, args.device)
+    emit(args, result, f"EigenCAM grid ({len(args.images)} image(s) x {result['stages']} stages) -> {result['png']}")
     return 0
 
 

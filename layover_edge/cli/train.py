@@ -1,19 +1,27 @@
-"""Verbs for training and evaluation: params, features, train, eval, demo."""
+"""Verbs for training and evaluation: params, features, train, eval, thresholds, demo."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import METHODS, ModelConfig, TrainConfig
-from ..errors import LayoverError
-from ..models import RS_VARIANTS
-from ..thresholds import OBJECTIVES
-from .common import (T, add_data_args, add_model_args, add_run_args, add_transform_args, dataset, emit,
-                     model_config, split_name, unreadable_text)
+from layover_edge.core.config import METHODS, RS_VARIANTS, ModelConfig, TrainConfig
+from layover_edge.training.thresholds import OBJECTIVES
+
+from .common import (
+    T,
+    add_data_args,
+    add_model_args,
+    add_run_args,
+    add_transform_args,
+    dataset,
+    emit,
+    model_config,
+    split_name,
+)
 
 
 def cmd_params(args) -> int:
-    from ..metrics import format_table
-    from ..models import count_params
+    from layover_edge.core.tables import format_table
+    from layover_edge.models import count_params
     methods = METHODS if args.method == "all" else (args.method,)
     rows = {m: count_params(ModelConfig(backbone=args.backbone, num_classes=args.num_classes, method=m,
                                         tap=args.tap, rs=args.rs)) for m in methods}
@@ -26,21 +34,20 @@ def cmd_params(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from .. import distributed
-    from ..features import extract_features
-    from ..train import resolve_device
-    split = split_name(args, "train")
+    from layover_edge.core import distributed
+    from layover_edge.core.device import resolve_device
+    from layover_edge.data.loading import skipped_text
+    from layover_edge.training.features import extract_features
     with distributed.session():
-        ds = dataset(args, split)
-        cfg = model_config(args, ds, method="lp")
+        ds, split = dataset(args, "train"), split_name(args, "train")
         root = Path(args.cache) / split
-        cache = extract_features(cfg, ds, split, root, args.batch_size, str(resolve_device(args.device)),
-                                 args.workers, progress=not args.quiet)
+        cache = extract_features(model_config(args, ds, method="lp"), ds, split, root, args.batch_size,
+                                 str(resolve_device(args.device)), args.workers, progress=not args.quiet)
         m = cache.manifest | {"unreadable": cache.skipped}
         if distributed.is_main():
             emit(args, m, f"feature cache {root}: {m['num_images']} images, taps {m['taps']}, "
                           f"{m.get('skipped', 0)} unreadable, {m.get('seconds', 0)} s"
-                          + unreadable_text({split: cache.skipped}, f" (all in {root / 'skipped.json'})"))
+                          + skipped_text({split: cache.skipped}, f" (all in {root / 'skipped.json'})"))
     return 0
 
 
@@ -50,131 +57,43 @@ def train_config(args) -> TrainConfig:
                        device=args.device, amp=not args.no_amp)
 
 
-# Below this mean gate the RM branch contributes almost nothing: RM has collapsed to LP.
-GATE_CLOSED = 0.05
-
-
-def gate_warnings(best: dict) -> list[str]:
-    alpha = best.get("alpha_mean")
-    if alpha is None or alpha >= GATE_CLOSED:
-        return []
-    return [f"the gate α averages {alpha:.3f} at the best epoch: the RM branch is nearly switched off and RM "
-            f"reduces to LP. Closing the gate is the quickest way down the loss while the branch is still "
-            f"noise; another tap (--tap), learning rate (--lr) or more epochs may keep it open "
-            f"(metrics.json has α per epoch)."]
-
-
 def cmd_train(args) -> int:
-    from .. import distributed
-    from ..io import write_json
-    from ..metrics import format_table
-    from ..pipeline import train_run
+    from layover_edge.core import distributed
+    from layover_edge.training.run import train
     with distributed.session():
-        train_ds, val_ds = dataset(args, split_name(args, "train")), dataset(args, split_name(args, "val"))
-        if list(val_ds.classes) != list(train_ds.classes):
-            raise LayoverError("the training and validation splits have different class lists")
+        train_ds, val_ds = dataset(args, "train"), dataset(args, "val")
         cfg = model_config(args, train_ds, method=args.method, tap=args.tap, rs=args.rs)
-        out = Path(args.out)
-        cache = Path(args.cache) if args.cache else out / "features"
-        result, _ = train_run(cfg, train_config(args), train_ds, val_ds, out, cache, args.resume, not args.quiet)
-        warnings = gate_warnings(result.best)
-        summary = {"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch, "best": result.best,
-                   "train_seconds": round(result.seconds, 3), "history": result.history,
-                   "processes": distributed.world_size(), "unreadable": result.skipped, "warnings": warnings}
+        done = train(cfg, train_config(args), train_ds, val_ds, args.out, args.cache, args.resume, not args.quiet)
         if distributed.is_main():
-            write_json(out / "unreadable.json", result.skipped)
-            name = f"{args.method.upper()}" + (f"@{args.tap}" if args.method != "lp" else "")
-            emit(args, summary, f"best epoch {result.best_epoch}/{args.epochs}, {result.seconds:.1f} s of training; "
-                                f"checkpoint {result.checkpoint}\n\n{format_table({name: result.best})}"
-                                + "".join(f"\nwarning: {w}" for w in warnings)
-                                + unreadable_text(result.skipped, f" (all in {out / 'unreadable.json'})"))
+            emit(args, done.summary, done.text)
     return 0
 
 
-def _predict_split(args):
-    """The checkpoint's scores on a split from images: (cfg, predictions, split, unreadable)."""
-    from .. import distributed
-    from ..checkpoint import load_checkpoint
-    from ..data import skipped_report
-    from ..pipeline import image_batches
-    from ..train import predict, resolve_device
-    device = resolve_device(args.device)
-    model, cfg = load_checkpoint(args.checkpoint, device)
-    split = split_name(args, "val")
-    ds = dataset(args, split)
-    if list(ds.classes) != cfg.labels:
-        raise LayoverError(f"the data set's classes do not match the checkpoint's labels "
-                           f"({len(ds.classes)} vs {len(cfg.labels)} classes)")
-    batches = image_batches(cfg, ds, args.batch_size, shuffle=False, num_workers=args.workers)
-    pred = predict(model, batches, device)
-    return cfg, pred, split, skipped_report(ds, distributed.gather_skipped(batches.skipped))
-
-
 def cmd_eval(args) -> int:
-    from .. import distributed
-    from ..metrics import format_table, multilabel_metrics
+    from layover_edge.core import distributed
+    from layover_edge.training.evaluate import evaluate, evaluation_text
     with distributed.session():
-        cfg, pred, split, unreadable = _predict_split(args)
-        thresholds = args.threshold if args.threshold is not None else (cfg.thresholds or 0.5)
-        m = multilabel_metrics(pred["scores"].numpy(), pred["targets"].numpy(), thresholds)
-        m["unreadable"] = unreadable
-        m["per_class"] = dict(zip(cfg.labels, m["AP"]))
+        split = split_name(args, "val")
+        m = evaluate(args.checkpoint, dataset(args, "val"), args.threshold, args.batch_size, args.workers, args.device)
         if distributed.is_main():
-            emit(args, m, f"{args.checkpoint} on {args.data}/{split}: {m['num_images']} images, "
-                          f"{len(m['unreadable'])} unreadable\n\n{format_table({cfg.method.upper(): m})}"
-                          + unreadable_text({split: m["unreadable"]}))
+            emit(args, m, evaluation_text(m, f"{args.checkpoint} on {args.data}/{split}", split))
     return 0
 
 
 def cmd_thresholds(args) -> int:
-    from dataclasses import asdict
-
-    from .. import distributed
-    from ..checkpoint import set_thresholds
-    from ..metrics import format_table, multilabel_metrics
-    from ..thresholds import plot_thresholds, tune_thresholds
-    if not 0.0 < args.min_precision <= 1.0:
-        raise LayoverError(f"--min-precision must be in (0, 1], got {args.min_precision}")
+    from layover_edge.core import distributed
+    from layover_edge.training.evaluate import tune, tuning_text
     with distributed.session():
-        cfg, pred, split, unreadable = _predict_split(args)
-        scores, targets = pred["scores"].numpy(), pred["targets"].numpy()
-        tuned = tune_thresholds(scores, targets, args.objective, args.min_precision)
-        values = [t.threshold for t in tuned]
-        before = multilabel_metrics(scores, targets, cfg.thresholds or 0.5)
-        after = multilabel_metrics(scores, targets, values)
-        provenance = {"data": args.data, "split": split, "objective": args.objective,
-                      "min_precision": args.min_precision if args.objective == "precision" else None,
-                      "num_images": after["num_images"]}
-        never = [label for label, t in zip(cfg.labels, tuned) if not t.reached]
-        if args.write and distributed.is_main():
-            set_thresholds(args.checkpoint, values, provenance)
-        if args.plot and distributed.is_main():
-            plot_thresholds(scores, targets, tuned, args.plot)
-        result = provenance | {"checkpoint": str(args.checkpoint), "written": bool(args.write), "plot": args.plot,
-                               "before": before, "after": after, "never_tagged": never, "unreadable": unreadable,
-                               "per_class": {label: asdict(t) | {"AP": ap}
-                                             for label, t, ap in zip(cfg.labels, tuned, after["AP"])}}
+        split = split_name(args, "val")
+        r = tune(args.checkpoint, dataset(args, "val"), args.objective, args.min_precision, args.write, args.plot,
+                 args.batch_size, args.workers, args.device, provenance={"data": args.data})
         if distributed.is_main():
-            per_class = format_table(
-                {label: {"positives": r["positives"], "AP": r["AP"], "threshold": f"{r['threshold']:.4f}",
-                         "P": 100 * r["precision"], "R": 100 * r["recall"], "F1": 100 * r["f1"]}
-                 for label, r in result["per_class"].items()},
-                columns=("positives", "AP", "threshold", "P", "R", "F1"), first="class")
-            summary = format_table({"before": before, "tuned": after}, first="thresholds")
-            text = (f"{args.checkpoint} on {args.data}/{split}: {after['num_images']} images, objective "
-                    f"{args.objective}\n\n{per_class}\n\n{summary}\n\n"
-                    f"Both rows are measured on the split the thresholds were tuned on, so 'tuned' is optimistic; "
-                    f"report metrics on another split.")
-            if never:
-                text += f"\nNo threshold reaches precision {args.min_precision} for: {', '.join(never)} (never tagged)."
-            text += (f"\nWrote {len(values)} thresholds to {args.checkpoint}/config.json: tag, export and parity "
-                     f"use them." if args.write else "\nNothing written (add --write to store them in the checkpoint).")
-            emit(args, result, text + unreadable_text({split: unreadable}))
+            emit(args, r, tuning_text(r, f"{args.checkpoint} on {args.data}/{split}"))
     return 0
 
 
 def cmd_demo(args) -> int:
-    from ..demo import DemoConfig, run_demo
+    from layover_edge.apps.demo import DemoConfig, run_demo
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     result = run_demo(cfg, Path(args.out), progress=not args.quiet, device=args.device)
     emit(args, result, (Path(args.out) / "report.md").read_text())

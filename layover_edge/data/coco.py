@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LayoverError
-from .files import ImageFiles, read_json
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import read_json
+
+from .files import FileDataset
 
 YEARS = (2014, 2017)
 SPLITS = ("train", "val")
@@ -57,7 +59,7 @@ def _index(doc):
     return coco
 
 
-class CocoDataset(ImageFiles):
+class CocoDataset(FileDataset):
     """COCO instances as (image, 80-way multi-hot target)."""
 
     def __init__(self, root: str | Path, split: str = "train", year: int = 2014, drop_empty: bool | None = None,
@@ -68,7 +70,7 @@ class CocoDataset(ImageFiles):
             raise LayoverError(f"COCO split must be one of {SPLITS}, got {split!r}")
         root = Path(root)
         ann = root / "annotations" / f"instances_{split}{year}.json"
-        doc = read_json(ann, "COCO annotation file")
+        doc = read_json(ann, what="COCO annotation file")
         _check_schema(doc, ann)
         coco = _index(doc)
         cat_ids = sorted(coco.getCatIds())

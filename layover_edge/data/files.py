@@ -17,23 +17,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import LayoverError
+from layover_edge.core.errors import LayoverError
 
 # Images whose file is missing: "error" stops before any work (a wrong --data-root is the usual
 # cause, better found now than an hour into extraction); "skip" loads them as unreadable, so
 # they are skipped, counted and listed like corrupt files.
 MISSING = ("error", "skip")
-
-
-def read_json(path: Path, what: str) -> Any:
-    """JSON from ``path``, or a LayoverError saying which file is missing or broken."""
-    if not path.is_file():
-        raise LayoverError(f"{what} not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LayoverError(f"{what} {path} is not valid JSON (truncated?): {e}") from None
 
 
 def class_index(classes: Sequence[str], source: str) -> dict[str, int]:
@@ -49,7 +38,7 @@ def unknown_label(label: str, classes: Sequence[str], where: str) -> LayoverErro
     return LayoverError(f"{where}: label {label!r} is not in the class list ({len(classes)} classes: {shown})")
 
 
-class ImageFiles(Dataset):
+class FileDataset(Dataset):
     """Images on disk with an (n, K) int8 target matrix; items are ``(PIL image, float target)``."""
 
     def __init__(self, root: Path, files: Sequence[str], targets: np.ndarray, classes: Sequence[str],

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LayoverError
-from .files import ImageFiles, class_index, unknown_label
+from layover_edge.core.errors import LayoverError
+
+from .files import FileDataset, class_index, unknown_label
 
 Row = tuple[str, list[str], list[str]]  # path, labels, ignored labels
 FORMATS = (".csv", ".jsonl")
@@ -96,7 +97,7 @@ def read_classes(root: Path) -> list[str]:
     return sorted(names)
 
 
-class ImageFolder(ImageFiles):
+class ImageFolder(FileDataset):
     """Images under ROOT labelled by a CSV / JSON-lines file (see the module docstring)."""
 
     def __init__(self, root: str | Path, split: str = "train", missing: str = "error"):

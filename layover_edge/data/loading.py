@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
-from ..config import ModelConfig
+from layover_edge.core.config import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +25,15 @@ def paper_image_size(backbone: str) -> int | None:
     return 448 if _BIT.fullmatch(backbone.split(".")[0]) else None
 
 
-def build_transform(cfg: ModelConfig):
+def build_transform(pre: Preprocess):
     """Resize to a square (the official code's ``Warp``), to float, normalise. Training adds no
     augmentation: the paper found cutout/RandAugment made no difference in 30 epochs."""
-    mode = T.InterpolationMode(cfg.interpolation or "bilinear")
+    mode = T.InterpolationMode(pre.interpolation)
     return T.Compose([
         T.ToImage(),
-        T.Resize((cfg.image_size, cfg.image_size), interpolation=mode, antialias=True),
+        T.Resize((pre.image_size, pre.image_size), interpolation=mode, antialias=True),
         T.ToDtype(torch.float32, scale=True),
-        T.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+        T.Normalize(mean=list(pre.mean), std=list(pre.std)),
     ])
 
 
@@ -74,6 +74,18 @@ def skipped_report(dataset, items: list[tuple[int, str]]) -> list[dict]:
     return [{"index": int(i), **({"path": path(int(i))} if path else {}), "reason": r} for i, r in items]
 
 
+def skipped_text(skipped: dict[str, list[dict]], where: str = "") -> str:
+    """The unreadable images of each split, listed (never silently dropped)."""
+    lines = []
+    for split, items in skipped.items():
+        if items:
+            lines.append(f"\n{len(items)} unreadable image(s) skipped in {split}:")
+            lines += [f"  {s.get('path', '#' + str(s['index']))}: {s['reason']}" for s in items[:50]]
+            if len(items) > 50:
+                lines.append(f"  ... and {len(items) - 50} more{where}")
+    return "\n".join(lines)
+
+
 def collate(batch):
     good = [b for b in batch if b[0] is not None]
     bad = [(b[1], b[2]) for b in batch if b[0] is None]
@@ -83,9 +95,9 @@ def collate(batch):
     return torch.stack(xs), torch.stack(ys), torch.tensor(idx), bad
 
 
-def image_loader(dataset, cfg: ModelConfig, batch_size: int, shuffle: bool = False,
+def image_loader(dataset, pre: Preprocess, batch_size: int, shuffle: bool = False,
                  num_workers: int = 0, sampler=None, seed: int = 0) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(Transformed(dataset, build_transform(cfg)), batch_size=batch_size,
+    return DataLoader(Transformed(dataset, build_transform(pre)), batch_size=batch_size,
                       shuffle=shuffle and sampler is None, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, generator=g, persistent_workers=num_workers > 0)

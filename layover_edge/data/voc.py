@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LayoverError
-from .files import ImageFiles, class_index, unknown_label
+from layover_edge.core.errors import LayoverError
+
+from .files import FileDataset, class_index, unknown_label
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -72,7 +73,7 @@ def _from_imagesets(voc: Path, split: str, ids: list[str]) -> np.ndarray:
     return targets
 
 
-class Voc2007(ImageFiles):
+class Voc2007(FileDataset):
     """VOC 2007 ``trainval`` / ``test`` / ``train`` / ``val`` as (image, 20-way target in {1, 0, -1})."""
 
     def __init__(self, root: str | Path, split: str = "trainval", source: str = "auto", missing: str = "error"):

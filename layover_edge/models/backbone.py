@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import LayoverError
+from layover_edge.core.errors import LayoverError
 
 Layout = str  # "NCHW" | "NHWC" | "NLC"
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import LayoverError
-from ..kernels import fused_mix, mix_pooled
-
-RS_VARIANTS = ("linear", "pool1d")
+from layover_edge.core.config import RS_VARIANTS
+from layover_edge.core.errors import LayoverError
+from layover_edge.kernels.op import fused_mix
+from layover_edge.kernels.reference import mix_pooled
 
 
 def tokens_flat(h: torch.Tensor, layout: str) -> torch.Tensor:

@@ -1,16 +1,18 @@
 """The whole model (backbone + head), how to build it from a config, and its parameter counts."""
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
 import timm
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import LayoverError
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
+
 from .backbone import Backbone
 from .heads import LayoverHead, LinearProbe
+from .weights import load_backbone_weights
 
 
 class LayoverModel(nn.Module):
@@ -57,45 +59,19 @@ def create_timm(name: str, pretrained: bool = False) -> nn.Module:
                            f"or pass --weights PATH to a local .safetensors / timm checkpoint") from None
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a safetensors or torch checkpoint into a timm model; classifier keys are dropped."""
-    path = Path(path)
-    if not path.is_file():
-        raise LayoverError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            for key in ("state_dict", "model", "state_dict_ema"):
-                if isinstance(state, dict) and isinstance(state.get(key), dict):
-                    state = state[key]
-                    break
-    except Exception as e:  # safetensors/torch raise many types for truncated or foreign files
-        raise LayoverError(f"cannot read weights {path}: {e}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LayoverError(f"weights {path} hold no state dict of tensors (a whole pickled model? save its "
-                           f"state_dict() instead)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    if missing:
-        raise LayoverError(f"weights {path} do not fit {type(model).__name__}: "
-                           f"{len(missing)} missing keys, e.g. {missing[:3]}")
-    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-    if bad:
-        raise LayoverError(f"weights {path} do not fit: shape mismatch for {bad[:3]}")
-    model.load_state_dict({k: state[k] for k in own})
-
-
-def resolve_data_config(cfg: ModelConfig, model: nn.Module) -> None:
-    """Fill image size, mean, std and interpolation from timm's pretrained config where unset."""
-    data = timm.data.resolve_data_config({}, model=model)
-    cfg.image_size = cfg.image_size or int(data["input_size"][-1])
-    cfg.mean = cfg.mean or tuple(float(v) for v in data["mean"])
-    cfg.std = cfg.std or tuple(float(v) for v in data["std"])
-    cfg.interpolation = cfg.interpolation or data.get("interpolation", "bilinear")
+def resolve_config(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with image size, mean, std and interpolation taken from the backbone's timm
+    pretrained config where unset (the config is not changed; nothing is built or downloaded)."""
+    if cfg.resolved:
+        return cfg
+    pretrained = timm.models.get_pretrained_cfg(cfg.backbone)
+    if pretrained is None and not timm.is_model(cfg.backbone.split(".")[0]):
+        raise LayoverError(f"unknown backbone {cfg.backbone!r} (see timm.list_models())")
+    data = timm.data.resolve_data_config(pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    return replace(cfg, image_size=cfg.image_size or int(data["input_size"][-1]),
+                   mean=cfg.mean or tuple(float(v) for v in data["mean"]),
+                   std=cfg.std or tuple(float(v) for v in data["std"]),
+                   interpolation=cfg.interpolation or data.get("interpolation", "bilinear"))
 
 
 def build_head(cfg: ModelConfig, backbone: Backbone) -> nn.Module:
@@ -108,7 +84,7 @@ RANDOM_INIT_SEED = 0
 
 
 def build_backbone(cfg: ModelConfig, taps: list[int] | None, load_weights: bool = True) -> Backbone:
-    """The timm model named by ``cfg`` with its weights, tapped at ``taps``; fills cfg's data config."""
+    """The timm model named by ``cfg`` with its weights, tapped at ``taps``."""
     pretrained = load_weights and cfg.weights == "pretrained"
     with torch.random.fork_rng(devices=[]):
         # "none" means one fixed random init, so the feature cache and the model built to train
@@ -117,7 +93,6 @@ def build_backbone(cfg: ModelConfig, taps: list[int] | None, load_weights: bool 
         timm_model = create_timm(cfg.backbone, pretrained=pretrained)
     if load_weights and cfg.weights not in ("pretrained", "none"):
         load_backbone_weights(timm_model, cfg.weights)
-    resolve_data_config(cfg, timm_model)
     return Backbone(timm_model, taps)
 
 

@@ -1,6 +1,5 @@
-"""Runtime backends behind one interface: ``predict(batch) -> probabilities``."""
-from .base import Backend, ModelInfo, Preprocess
-from .factory import KINDS, kind_of, open_backend
-from .torch_backend import TorchBackend, model_info
+"""Runtime backends behind one interface: ``run(batch) -> logits, probabilities``.
 
-__all__ = ["Backend", "KINDS", "ModelInfo", "Preprocess", "TorchBackend", "kind_of", "model_info", "open_backend"]
+Imported by name (``layover_edge.runtime.onnx_backend``), so the ONNX Runtime and TensorRT backends
+load without torch; ``open_backend`` picks the backend a model file needs.
+"""

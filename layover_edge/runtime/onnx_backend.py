@@ -11,7 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayoverError
+from layover_edge.artifacts.model_info import ModelInfo
+from layover_edge.artifacts.onnx_metadata import get_metadata
+from layover_edge.core.errors import LayoverError
+from layover_edge.kernels.identity import PLUGIN_DOMAIN
+
 from .base import Backend
 
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
@@ -23,8 +27,6 @@ class OnnxBackend(Backend):
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         import onnx
         import onnxruntime as ort
-
-        from ..export.metadata import get_metadata, model_info
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -40,8 +42,8 @@ class OnnxBackend(Backend):
         if PROVIDERS[kind][0] not in ort.get_available_providers():
             raise LayoverError(f"{PROVIDERS[kind][0]} is not available in this onnxruntime "
                                f"(available: {ort.get_available_providers()})")
-        if any(n.domain == "ai.onnx.contrib" for n in proto.graph.node):
-            from ..kernels.ort_plugin import session_options
+        if any(n.domain == PLUGIN_DOMAIN for n in proto.graph.node):
+            from layover_edge.kernels.ort_plugin import session_options
             options = session_options()
         else:
             options = ort.SessionOptions()
@@ -54,15 +56,14 @@ class OnnxBackend(Backend):
         self.device = kind
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
-        super().__init__(model_info(self.meta))
+        fixed = self.session.get_inputs()[0].shape[0]
+        if isinstance(fixed, int):  # a static batch axis (export --static-batch): run pads to it
+            self.batch_range = (fixed, fixed)
+        super().__init__(ModelInfo.from_metadata(self.meta))
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Every graph output by name (``logits``, ``probabilities``), float32."""
-        values = self.session.run(None, {self.input: np.ascontiguousarray(batch, np.float32)})
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(None, {self.input: batch})
         return {name: np.asarray(v, np.float32) for name, v in zip(self.outputs, values)}
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.run(batch)["probabilities"]
 
     def metadata(self) -> dict[str, Any]:
         import onnxruntime as ort

@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayoverError
+from layover_edge.artifacts.model_info import ModelInfo
+from layover_edge.artifacts.sidecar import check_compatible, read_sidecar
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import sha256
+
 from .base import Backend
-from .sidecar import check_compatible, read_sidecar
 
 
 class TensorRTBackend(Backend):
@@ -23,9 +26,6 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: str | Path, device: int = 0, plugins: list[str] | None = None,
                  cuda_graph: bool = False):
-        from ..export.metadata import model_info
-        from ..export.onnx import sha256
-
         self.path = Path(path)
         if not self.path.is_file():
             raise LayoverError(f"engine not found: {self.path}")
@@ -37,7 +37,7 @@ class TensorRTBackend(Backend):
         except ImportError:
             raise LayoverError("TensorRT is not installed: the engine cannot run here "
                                "(use the .onnx file with ONNX Runtime instead)") from None
-        from .cuda_device import CudaDevice
+        from layover_edge.core.cuda import CudaDevice
         self.cuda = CudaDevice(device)
         check_compatible(self.sidecar, trt.__version__, self.cuda.compute_capability, self.cuda.name)
         logger = trt.Logger(trt.Logger.WARNING)
@@ -53,6 +53,7 @@ class TensorRTBackend(Backend):
         self.input = self.sidecar["input"]
         self.outputs = list(self.sidecar["outputs"])
         self.max_batch = int(self.sidecar["batch"][2])
+        self.batch_range = (int(self.sidecar["batch"][0]), self.max_batch)
         s = int(self.sidecar["image_size"])
         k = len(self.sidecar["labels"])
         self.buffers = {self.input: self.cuda.malloc(self.max_batch * 3 * s * s * 4)}
@@ -65,13 +66,13 @@ class TensorRTBackend(Backend):
         self.num_classes = k
         self.use_graph = cuda_graph
         self.graphs: dict[int, Any] = {}
-        super().__init__(model_info(self.sidecar))
+        super().__init__(ModelInfo.from_metadata(self.sidecar))
 
     def _launch(self) -> None:
         if not self.context.execute_async_v3(self.cuda.stream_handle):
             raise LayoverError("TensorRT execution failed (see its messages above)")
 
-    def _run_chunk(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         b = len(x)
         self.context.set_input_shape(self.input, x.shape)
         self.cuda.htod(self.buffers[self.input], x)
@@ -87,15 +88,6 @@ class TensorRTBackend(Backend):
             self.cuda.dtoh(host, self.buffers[name])
         self.cuda.sync()
         return out
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Every engine output by name, float32; batches above the profile's maximum run in chunks."""
-        x = np.ascontiguousarray(batch, np.float32)
-        parts = [self._run_chunk(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
-        return {name: np.concatenate([p[name] for p in parts]) for name in self.outputs}
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.run(batch)["probabilities"]
 
     def metadata(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.cuda.name, "compute_capability": self.cuda.compute_capability,

@@ -14,21 +14,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint
-from ..config import ModelConfig
-from ..errors import LayoverError
-from .base import Backend, ModelInfo, Preprocess
+from layover_edge.artifacts.model_info import ModelInfo
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.models import load_checkpoint
+
+from .base import Backend
 
 MODES = ("eager", "graph", "compile")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PRECISION_NAMES = {v: k for k, v in PRECISIONS.items()}
-
-
-def model_info(cfg: ModelConfig, extra: dict | None = None) -> ModelInfo:
-    return ModelInfo(labels=list(cfg.labels), thresholds=cfg.thresholds,
-                     preprocess=Preprocess(cfg.image_size, tuple(cfg.mean), tuple(cfg.std),
-                                           cfg.interpolation or "bilinear"),
-                     extra={"method": cfg.method, "backbone": cfg.backbone, **(extra or {})})
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -120,10 +115,13 @@ class TorchBackend(Backend):
             self._forward = torch.compile(self._probabilities, mode=compile_mode, dynamic=False)
         elif mode == "graph":
             self._forward = _GraphCache(self._probabilities)
-        Backend.__init__(self, model_info(cfg))
+        Backend.__init__(self, ModelInfo.from_config(cfg))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float()
 
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(x).float())
+        return torch.sigmoid(self._logits(x))
 
     def to_device(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(batch).to(self.device, self.dtype, non_blocking=True)
@@ -134,9 +132,7 @@ class TorchBackend(Backend):
         """Probabilities for a batch already on the device, left there: the compute-only path."""
         return self._forward(x)
 
-    def device_runner(self, batch: np.ndarray) -> Callable[[], Any]:
-        """A zero-argument call that runs one inference on a device-resident copy of ``batch``:
-        what the benchmark times as latency without host-device copies."""
+    def device_runner(self, batch: np.ndarray) -> Callable[[], Any] | None:
         x = self.to_device(batch)
         return lambda: self.forward_device(x)
 
@@ -147,6 +143,14 @@ class TorchBackend(Backend):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.forward_device(self.to_device(batch)).cpu().numpy()
 
+    @torch.inference_mode()
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        logits = self._logits(self.to_device(batch))
+        return {"logits": logits.cpu().numpy(), "probabilities": torch.sigmoid(logits).cpu().numpy()}
+
+    def model_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
+
     def metadata(self) -> dict[str, Any]:
         cuda = self.device.type == "cuda"
         meta = {"backend": self.name, "device": torch.cuda.get_device_name(self.device) if cuda else "cpu",
@@ -156,6 +160,7 @@ class TorchBackend(Backend):
         if cuda:
             meta["cuda"] = torch.version.cuda
             if self.cfg.method != "lp":
-                from ..kernels.op import HAS_TRITON
-                meta["rm_branch"] = "triton fused_mix" if HAS_TRITON else "reference fused_mix"
+                from layover_edge.kernels import op
+                meta["rm_branch"] = ("triton fused_mix" if op.HAS_TRITON and op.triton_error is None
+                                     else "reference fused_mix")
         return meta

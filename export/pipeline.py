@@ -1,0 +1,78 @@
+"""The export and build jobs as library calls: what ``layover-edge export`` / ``build`` and the
+Python API run. ``export_all`` writes every ONNX form a checkpoint allows plus the reduced-precision
+graphs; ``build`` turns one ONNX file into an engine (or, without TensorRT, its trtexec command)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from layover_edge.artifacts.checkpoint import read_config
+from layover_edge.artifacts.model_info import ModelInfo
+from layover_edge.artifacts.onnx_metadata import get_metadata
+from layover_edge.core.config import ExportConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import sha256
+from layover_edge.core.tables import format_table
+
+FILES = {"portable": "model.onnx", "plugin": "model.plugin.onnx", "int8": "model.int8.onnx",
+         "fp16": "model.fp16.onnx"}
+
+
+def file_row(path: Path, seconds: float) -> dict:
+    """What the export table shows for one ONNX file."""
+    import onnx
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = get_metadata(proto, path)
+    qdq = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+    return {"file": str(path), "form": meta["form"], "precision": meta["precision"], "opset": meta["opset"],
+            "nodes": len(proto.graph.node), "qdq": qdq, "MB": f"{path.stat().st_size / 2**20:.2f}",
+            "sha256": sha256(path)[:12], "seconds": f"{seconds:.1f}"}
+
+
+def default_forms(checkpoint: str | Path) -> list[str]:
+    """The plugin form exists only where there is a fused branch (RM/FT with the linear RS)."""
+    cfg, _ = read_config(checkpoint)
+    return ["portable", "plugin"] if cfg.method != "lp" and cfg.rs == "linear" else ["portable"]
+
+
+def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None = None,
+               data_root: str | None = None, progress: bool = True) -> dict[str, dict]:
+    """Export ``checkpoint`` into ``out``: model.onnx (portable), model.plugin.onnx and, on request,
+    model.int8.onnx (Q/DQ, calibrated on ``ec.calib_data``) and model.fp16.onnx. Returns one row per file."""
+    from .onnx import export_onnx
+    ec = ec or ExportConfig()
+    out = Path(out)
+    forms = list(ec.forms or default_forms(checkpoint))
+    if (ec.int8 or ec.fp16) and "portable" not in forms:
+        raise LayoverError("--int8 and --fp16 convert the portable graph: keep 'portable' in --form")
+    if ec.int8 and not ec.calib_data:
+        raise LayoverError("--int8 needs --calib-data (a data set split such as synthetic:train, or a .npy "
+                           "of preprocessed images): INT8 is never calibrated on random data")
+    rows: dict[str, dict] = {}
+    for form in forms:
+        t = time.perf_counter()
+        export_onnx(checkpoint, out / FILES[form], form=form, opset=ec.opset, batch=ec.static_batch)
+        rows[form] = file_row(out / FILES[form], time.perf_counter() - t)
+    if ec.int8:
+        import onnx
+
+        from .data import calibration_images
+        from .quantize import quantize_int8
+        t = time.perf_counter()
+        portable = out / FILES["portable"]
+        info = ModelInfo.from_metadata(get_metadata(onnx.load(str(portable), load_external_data=False), portable))
+        images = calibration_images(ec.calib_data, info, ec.calib_size, data_root, progress)
+        quantize_int8(portable, out / FILES["int8"], images, ec.calib_method)
+        rows["int8"] = file_row(out / FILES["int8"], time.perf_counter() - t) | {"calibration_images": len(images)}
+    if ec.fp16:
+        from .quantize import convert_fp16
+        t = time.perf_counter()
+        convert_fp16(out / FILES["portable"], out / FILES["fp16"])
+        rows["fp16"] = file_row(out / FILES["fp16"], time.perf_counter() - t)
+    return rows
+
+
+def export_text(checkpoint: str | Path, rows: dict[str, dict]) -> str:
+    table = format_table(rows, columns=("file", "precision", "opset", "nodes", "qdq", "MB", "sha256", "seconds"),
+                         first="graph")
+    return f"exported {checkpoint}\n\n{table}"

@@ -1,0 +1,181 @@
+"""The Python API: one object for any model file, and the jobs the CLI verbs run.
+
+    import layover_edge as le
+    model = le.load("runs/rm/best")                 # a checkpoint, model.onnx or model.engine
+    for p in model.predict(["a.jpg", "b.png"]):     # paths, PIL images or RGB uint8 arrays
+        print(p.source, p.tags)                     # [("dog", 0.93), ...] above the thresholds
+    le.train("test_convnext", "runs/rm", method="rm", tap=1, data="synthetic", epochs=5)
+
+Keyword options go to the library's config classes by name (``ModelConfig``, ``TrainConfig``,
+``DataSpec``, ``ExportConfig``), so every default is the CLI's default, written once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from layover_edge.core.config import ExportConfig, ModelConfig, TrainConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.data.spec import DataSpec
+
+Image = Any  # a path, a PIL image or an RGB uint8 (H, W, 3) array
+
+
+@dataclass
+class Prediction:
+    """One image's result: the tags above their thresholds (highest first) and every probability."""
+
+    source: str
+    tags: list[tuple[str, float]]
+    probabilities: np.ndarray
+
+
+def _names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _split_options(options: dict, *groups: set[str]) -> list[dict]:
+    """``options`` divided among groups of field names, in order; a name no group takes is an error."""
+    parts, left = [], dict(options)
+    for names in groups:
+        parts.append({k: left.pop(k) for k in list(left) if k in names})
+    if left:
+        raise TypeError(f"unknown options {sorted(left)}")
+    return parts
+
+
+def _data(data: str | DataSpec, options: dict) -> DataSpec:
+    spec = data if isinstance(data, DataSpec) else DataSpec(name=data)
+    return replace(spec, **options)
+
+
+class Model:
+    """Any model form behind one object: ``predict`` images, read ``labels`` and ``thresholds``;
+    checkpoints also ``export`` and ``evaluate``. ``device`` is ``auto``, ``cpu`` or ``cuda[:N]``;
+    ``precision`` and ``mode`` (eager, graph, compile) apply to checkpoints."""
+
+    def __init__(self, path: str | Path, device: str = "auto", precision: str = "fp32", mode: str = "eager"):
+        from layover_edge.runtime.factory import open_model
+        self.path = Path(path)
+        self.backend = open_model(path, device, precision, mode)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.backend.info.labels)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return self.backend.info.threshold_array()
+
+    def predict(self, images: Image | Iterable[Image], threshold: float | None = None, topk: int = 0,
+                batch_size: int = 8) -> list[Prediction]:
+        """Tags for each image, in order. ``threshold`` overrides the per-class thresholds; ``topk``
+        keeps at most that many tags per image (0: all). An unreadable path is a LayoverError."""
+        from layover_edge.apps.tag import Preprocessor, chunks, select_tags
+        frames = list(_frames(images))
+        preprocess = Preprocessor(self.backend.info.preprocess)
+        thresholds = self.backend.info.threshold_array(threshold)
+        out = []
+        for chunk in chunks(iter(frames), batch_size):
+            probs = self.backend.predict(preprocess([rgb for _, rgb in chunk]))
+            tags = select_tags(probs, self.labels, thresholds, topk)
+            out += [Prediction(source, t, p) for (source, _), t, p in zip(chunk, tags, probs)]
+        return out
+
+    def tag(self, sources: list[str], jsonl: str | Path = "-", **options) -> dict:
+        """What ``layover-edge tag SOURCES --model PATH`` does: files, folders, videos, cameras."""
+        from layover_edge.apps.tag import tag
+        return tag(self.backend, sources, jsonl, **options)
+
+    def _checkpoint(self, what: str) -> Path:
+        if self.backend.name != "torch":
+            raise LayoverError(f"{what} needs the checkpoint directory, not {self.path}")
+        return self.path
+
+    def export(self, out: str | Path, data_root: str | None = None, progress: bool = True, **options) -> dict:
+        """ONNX files of this checkpoint (``ExportConfig`` options: int8, fp16, calib_data, ...)."""
+        return export(self._checkpoint("export"), out, data_root=data_root, progress=progress, **options)
+
+    def evaluate(self, data: str | DataSpec = "synthetic", split: str | None = None, **options) -> dict:
+        return evaluate(self._checkpoint("evaluate"), data, split, **options)
+
+
+def _frames(images: Image | Iterable[Image]) -> Iterable[tuple[str, np.ndarray]]:
+    """(source name, RGB uint8 array) for each image."""
+    from PIL import Image as PILImage
+
+    from layover_edge.apps.sources import read_image
+    if isinstance(images, (str, Path, np.ndarray, PILImage.Image)):
+        images = [images]
+    for i, im in enumerate(images):
+        if isinstance(im, (str, Path)):
+            frame = read_image(str(im))
+            if frame.error:
+                raise LayoverError(f"{im}: {frame.error}")
+            yield str(im), frame.image
+        elif isinstance(im, PILImage.Image):
+            yield f"image {i}", np.asarray(im.convert("RGB"))
+        elif isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8:
+            yield f"array {i}", im
+        else:
+            raise LayoverError(f"image {i}: expected a path, a PIL image or an RGB uint8 (H, W, 3) array, got "
+                               f"{type(im).__name__}{getattr(im, 'shape', '')}")
+
+
+def load(path: str | Path, device: str = "auto", precision: str = "fp32", mode: str = "eager") -> Model:
+    """A checkpoint directory (PyTorch), ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT)."""
+    return Model(path, device, precision, mode)
+
+
+def train(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", cache: str | Path | None = None,
+          resume: bool = False, progress: bool = True, **options):
+    """Train LP / RM / FT (``method``, ``tap``, ``rs``, ``weights``, ``image_size``, ... and the
+    recipe: ``epochs``, ``lr``, ``batch_size``, ...) as ``layover-edge train`` does; returns the
+    run's summary, text and best model (``.summary``, ``.text``, ``.model``)."""
+    from layover_edge.data.loading import paper_image_size
+    from layover_edge.training.run import train as run
+    model_opts, train_opts, data_opts = _split_options(
+        options, _names(ModelConfig) - {"backbone", "num_classes", "labels"}, _names(TrainConfig), _names(DataSpec))
+    spec = _data(data, data_opts)
+    train_ds, val_ds = spec.open(spec.split("train")), spec.open(spec.split("val"))
+    model_opts.setdefault("image_size", paper_image_size(backbone))
+    cfg = ModelConfig(backbone=backbone, num_classes=len(train_ds.classes), labels=list(train_ds.classes),
+                      **model_opts)
+    return run(cfg, TrainConfig(**train_opts), train_ds, val_ds, out, cache, resume, progress)
+
+
+def evaluate(checkpoint: str | Path, data: str | DataSpec = "synthetic", split: str | None = None,
+             threshold: float | None = None, batch_size: int = TrainConfig.batch_size, workers: int = 0,
+             device: str = "auto", **data_options) -> dict:
+    """mAP, CP, CR, CF1, OP, OR, OF1 of a checkpoint on a split (default: the validation split)."""
+    from layover_edge.training.evaluate import evaluate as run
+    spec = _data(data, data_options)
+    return run(checkpoint, spec.open(spec.split("val", split)), threshold, batch_size, workers, device)
+
+
+def tune_thresholds(checkpoint: str | Path, data: str | DataSpec = "synthetic", split: str | None = None,
+                    objective: str = "f1", min_precision: float = 0.9, write: bool = False,
+                    plot: str | Path | None = None, device: str = "auto", **data_options) -> dict:
+    """Per-class tag thresholds tuned on a labelled split; ``write`` stores them in the checkpoint."""
+    from layover_edge.training.evaluate import tune
+    spec = _data(data, data_options)
+    return tune(checkpoint, spec.open(spec.split("val", split)), objective, min_precision, write, plot,
+                device=device, provenance={"data": spec.name})
+
+
+def export(checkpoint: str | Path, out: str | Path, data_root: str | None = None, progress: bool = True,
+           **options) -> dict:
+    """model.onnx, model.plugin.onnx and, with ``int8=True`` / ``fp16=True``, the reduced-precision
+    graphs (``ExportConfig`` options); returns one row per file."""
+    from layover_edge.export.pipeline import export_all
+    return export_all(checkpoint, out, ExportConfig(**options), data_root, progress)
+
+
+def parity(reference: str | Path, candidate: str | Path, data: str, **options) -> dict:
+    """Tensor- and task-level parity of ``candidate`` against ``reference`` on ``data``
+    (``NAME:SPLIT``); ``result["passed"]`` says whether every gate held."""
+    from layover_edge.apps.parity import run_parity
+    return run_parity(reference, candidate, data, **options)

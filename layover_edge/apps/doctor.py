@@ -1,0 +1,146 @@
+"""What this machine can run: the GPU, the fused kernels, TensorRT, ONNX Runtime, INT8 export and
+video input, each with its version or the reason it is missing, and what it unlocks.
+
+Meant as the first command after installing on a Jetson: every later verb needs one of these,
+and an import error three steps into a build is a worse place to learn it.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Check:
+    component: str
+    ok: bool
+    detail: str   # the version or device when ok, else why not
+    enables: str  # what works when ok
+
+
+def _version(*dists: str) -> str:
+    """The first of these distributions that is installed, with its version."""
+    for dist in dists:
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "installed"
+
+
+def _module(component: str, module: str, dist: str, enables: str, install: str) -> tuple[Check, object | None]:
+    """Import ``module``: any failure (missing, or present but unloadable) is the reason."""
+    if importlib.util.find_spec(module) is None:
+        return Check(component, False, f"not installed ({install})", enables), None
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # a wheel without its native libraries raises ImportError or OSError
+        return Check(component, False, f"installed but not importable: {type(e).__name__}: {e}", enables), None
+    return Check(component, True, getattr(mod, "__version__", None) or _version(dist), enables), mod
+
+
+def jetson_model() -> str | None:
+    """The Jetson module and L4T release, or None off a Jetson."""
+    release = Path("/etc/nv_tegra_release")
+    if not release.exists():
+        return None
+    model = Path("/proc/device-tree/model")
+    name = model.read_text(errors="replace").strip("\x00\n ") if model.exists() else "Jetson"
+    return f"{name}, {release.read_text(errors='replace').splitlines()[0].lstrip('# ').strip()}"
+
+
+def _gpu() -> Check:
+    from layover_edge.export.targets import TARGETS
+    enables = "PyTorch inference on the GPU (fp16/bf16, CUDA graphs), engine builds"
+    if not torch.cuda.is_available():
+        return Check("CUDA GPU", False, f"none visible to torch {torch.__version__} (CPU only)", enables)
+    major, minor = torch.cuda.get_device_capability()
+    matching = [t.name for t in TARGETS.values() if t.compute_capability == f"{major}.{minor}"]
+    detail = f"{torch.cuda.get_device_name()}, sm_{major}{minor}, CUDA {torch.version.cuda}"
+    if matching:
+        detail += f"; --target {' / '.join(matching)}"
+    jetson = jetson_model()
+    return Check("CUDA GPU", True, f"{detail}; {jetson}" if jetson else detail, enables)
+
+
+def _cuda_binding() -> Check:
+    from layover_edge.core.cuda import cudart
+    enables = "the TensorRT runtime's device memory, streams and CUDA graphs"
+    if cudart() is not None:
+        return Check("CUDA Python binding", True, _version("cuda-python", "cuda-bindings"), enables)
+    if importlib.util.find_spec("pycuda") is not None:
+        return Check("CUDA Python binding", True, f"{_version('pycuda')} (no CUDA graphs)", enables)
+    return Check("CUDA Python binding", False, "neither cuda-python nor pycuda (pip install cuda-python)", enables)
+
+
+def _library(component: str, path: str | None, symbol: str, enables: str, hint: str) -> Check:
+    if not path:
+        return Check(component, False, f"not given ({hint})", enables)
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        return Check(component, False, f"cannot load {path}: {e}", enables)
+    if not hasattr(lib, symbol):
+        return Check(component, False, f"{path} does not export {symbol}", enables)
+    return Check(component, True, path, enables)
+
+
+def run_checks(kernels_lib: str | None = None, plugins_lib: str | None = None) -> list[Check]:
+    checks = [Check("Python / PyTorch", True, f"Python {platform.python_version()}, torch {torch.__version__}, "
+                                              f"{platform.machine()}", "training, eval, export, tagging on CPU"),
+              _gpu()]
+    triton, _ = _module("Triton", "triton", "triton", "the fused branch as one GPU kernel (else PyTorch ops)",
+                        "pip install 'layover-edge[triton]'")
+    if triton.ok and not torch.cuda.is_available():
+        triton = Check(triton.component, True, f"{triton.detail} (runs on a CUDA GPU; here the PyTorch reference)",
+                       triton.enables)
+    checks.append(triton)
+    checks.append(_library("CUDA kernel library", kernels_lib or os.environ.get("LAYOVER_KERNELS_LIB"),
+                           "layover_fused_mix", "the CUDA C++ fused branch (kernels/cuda_lib.py, benchmarks)",
+                           "cmake -S . -B build && cmake --build build; --kernels-lib or LAYOVER_KERNELS_LIB"))
+    trt, trt_mod = _module("TensorRT", "tensorrt", "tensorrt", "build, parity and tag with .engine files",
+                           "JetPack's python3-libnvinfer on a Jetson; pip install tensorrt elsewhere")
+    checks.append(trt)
+    checks.append(_cuda_binding())
+    plugin = _library("TensorRT plugin", plugins_lib, "getCreators",
+                      "engines from model.plugin.onnx (one LayoverFusedMix node)",
+                      "cmake -S . -B build -DTENSORRT_ROOT=...; --plugins build/liblayover_plugins.so")
+    if plugin.ok and trt_mod is None:
+        plugin = Check(plugin.component, False, f"{plugin.detail} loads, but TensorRT is missing", plugin.enables)
+    checks.append(plugin)
+    ort, ort_mod = _module("ONNX Runtime", "onnxruntime", "onnxruntime", "run and check .onnx files",
+                           "pip install 'layover-edge[export]'")
+    if ort_mod is not None:
+        ort = Check(ort.component, True, f"{ort.detail}; {', '.join(ort_mod.get_available_providers())}", ort.enables)
+    checks.append(ort)
+    checks.append(_module("ONNX export", "onnx", "onnx", "export to ONNX", "pip install 'layover-edge[export]'")[0])
+    checks.append(_module("ModelOpt", "modelopt", "nvidia-modelopt", "export --int8 (explicit Q/DQ calibration)",
+                          "pip install 'layover-edge[int8]'")[0])
+    cv, cv_mod = _module("OpenCV", "cv2", "opencv-python-headless", "video files, /dev/videoN cameras",
+                         "pip install 'layover-edge[video]', or JetPack's python3-opencv")
+    checks.append(cv)
+    if cv_mod is not None:
+        from .sources import has_gstreamer
+        gst = has_gstreamer()
+        checks.append(Check("GStreamer in OpenCV", gst, "yes" if gst else "no: pip's OpenCV wheels are built without it",
+                            "csi:// cameras, hardware-decoded rtsp://"))
+    return checks
+
+
+def as_dict(checks: list[Check]) -> dict:
+    return {"checks": [asdict(c) for c in checks], "jetson": jetson_model()}
+
+
+def checks_text(checks: list[Check]) -> str:
+    from layover_edge.core.tables import format_table
+    table = format_table({c.component: {"ok": "✅" if c.ok else "❌", "detail": c.detail, "enables": c.enables}
+                          for c in checks}, columns=("ok", "detail", "enables"), first="component")
+    return f"{sum(c.ok for c in checks)} of {len(checks)} components available\n\n{table}"

@@ -1,0 +1,204 @@
+"""Tagging images and streams with any backend: frames -> the training transform -> probabilities
+-> labels above threshold (jetson-inference's ``--threshold`` / ``--topK=0`` convention).
+
+Finite sources (files, folders, videos) are tagged in batches; live ones (cameras, RTSP) one
+frame at a time, for latency. One unreadable file, missing camera or unopenable video is
+reported and skipped; Ctrl-C ends the run cleanly with every finished frame written out.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from layover_edge.core.config import Preprocess
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import atomic_path
+from layover_edge.core.tables import format_table
+from layover_edge.data.loading import build_transform
+from layover_edge.runtime.base import Backend
+
+from .draw import Drawer, Tags, annotate
+from .sources import Capture, CaptureOptions, Frame, Source, open_sources
+
+
+class Preprocessor:
+    """The training transform (``build_transform``: square resize, to float, normalise) applied to
+    RGB uint8 frames, whether they came from PIL or OpenCV: one implementation, so tags on the
+    device match the validation numbers."""
+
+    def __init__(self, preprocess: Preprocess):
+        # build_transform reads only image_size, mean, std and interpolation, which Preprocess has.
+        self.transform = build_transform(preprocess)
+
+    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.stack([self.transform(im) for im in images]).numpy()
+
+
+def select_tags(probs: np.ndarray, labels: list[str], thresholds: np.ndarray, topk: int = 0) -> list[Tags]:
+    """Per image, the labels whose probability reaches their threshold, highest first; ``topk`` > 0
+    keeps at most that many (0 keeps all, as jetson-inference's --topK=0)."""
+    out = []
+    for row in probs:
+        hits = np.flatnonzero(row >= thresholds)
+        hits = hits[np.argsort(-row[hits], kind="stable")]
+        if topk > 0:
+            hits = hits[:topk]
+        out.append([(labels[k], float(row[k])) for k in hits])
+    return out
+
+
+@dataclass
+class TagSummary:
+    frames: int = 0
+    tags: int = 0
+    per_label: Counter = field(default_factory=Counter)
+    unreadable: list[dict] = field(default_factory=list)
+    sources: int = 0
+    seconds: float = 0.0
+    inference_seconds: float = 0.0
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, "tags": self.tags, "sources": self.sources,
+                "unreadable": self.unreadable, "seconds": round(self.seconds, 3),
+                "frames_per_second": round(self.frames / self.seconds, 2) if self.seconds else 0.0,
+                "inference_seconds": round(self.inference_seconds, 3), "interrupted": self.interrupted,
+                "per_label": dict(self.per_label.most_common())}
+
+
+def chunks(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+    while chunk := list(itertools.islice(frames, size)):
+        yield chunk
+
+
+@dataclass
+class Tagger:
+    """Tags frames from sources; ``write`` receives one JSON-ready dict per frame."""
+
+    backend: Backend
+    write: Callable[[dict], None]
+    threshold: float | None = None
+    topk: int = 0
+    batch_size: int = 8
+    drawer: Drawer | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.topk < 0:
+            raise LayoverError("--topk must be 0 (all above threshold) or positive")
+        if self.batch_size < 1:
+            raise LayoverError("--batch-size must be at least 1")
+        info = self.backend.info
+        self.thresholds = info.threshold_array(self.threshold)
+        self.preprocess = Preprocessor(info.preprocess)
+        self.summary = TagSummary()
+
+    def skip(self, source: str, frame: int, reason: str) -> None:
+        tqdm.write(f"skipping {source}: {reason}", file=sys.stderr)
+        self.summary.unreadable.append({"source": source, "frame": frame, "reason": reason})
+        self.write({"source": source, "frame": frame, "error": reason})
+
+    def run(self, sources: list[Source]) -> TagSummary:
+        start = time.perf_counter()
+        try:
+            for source in sources:
+                self.run_source(source)
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            tqdm.write("interrupted: finishing output", file=sys.stderr)
+        finally:
+            self.summary.seconds = time.perf_counter() - start
+            if self.drawer is not None:
+                self.drawer.close()
+        return self.summary
+
+    def run_source(self, source: Source) -> None:
+        try:
+            source.open()
+        except LayoverError as e:
+            self.skip(source.uri, 0, str(e))
+            return
+        self.summary.sources += 1
+        size = 1 if source.live else self.batch_size
+        rate = 0.0
+        try:
+            with tqdm(total=source.total, desc=source.uri[-40:], unit="frame", disable=not self.progress,
+                      dynamic_ncols=True) as bar:
+                for chunk in chunks(source.frames(), size):
+                    t0 = time.perf_counter()
+                    self.tag_batch(chunk, source, rate)
+                    dt = time.perf_counter() - t0
+                    rate = len(chunk) / dt if not rate else 0.9 * rate + 0.1 * len(chunk) / dt  # smoothed, drawn on video
+                    bar.update(len(chunk))  # the bar's own rate is the live frames/s
+                    bar.set_postfix_str(f"{self.summary.tags} tags", refresh=False)
+        finally:
+            source.close()
+
+    def tag_batch(self, chunk: list[Frame], source: Source, rate: float) -> None:
+        for f in chunk:
+            if f.error is not None:
+                self.skip(f.source, f.index, f.error)
+        good = [f for f in chunk if f.error is None]
+        if not good:
+            return
+        x = self.preprocess([f.image for f in good])
+        t0 = time.perf_counter()
+        probs = self.backend.predict(x)
+        self.summary.inference_seconds += time.perf_counter() - t0
+        for f, tags in zip(good, select_tags(probs, self.backend.info.labels, self.thresholds, self.topk)):
+            self.write({"source": f.source, "frame": f.index,
+                        "labels": [{"label": name, "score": round(score, 4)} for name, score in tags]})
+            self.summary.frames += 1
+            self.summary.tags += len(tags)
+            self.summary.per_label.update(name for name, _ in tags)
+            if self.drawer is not None:
+                self.draw(f, tags, source, rate)
+
+    def draw(self, f: Frame, tags: Tags, source: Source, rate: float) -> None:
+        if isinstance(source, Capture):
+            self.drawer.video_frame(f.source, annotate(f.image, tags, rate or None), source.fps)
+        else:
+            self.drawer.image(f.source, annotate(f.image, tags))
+
+
+def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str | Path | None = None,
+        threshold: float | None = None, topk: int = 0, batch_size: int = 8,
+        capture: CaptureOptions | None = None, progress: bool = True) -> dict:
+    """Tag every frame of ``sources`` (files, globs, folders, videos, cameras, streams): one JSON
+    line per frame to ``jsonl`` (``-`` is stdout, flushed per frame; a file appears complete, under
+    its name, at the end), drawn frames into ``save``. Returns the summary."""
+    to_stdout = str(jsonl) == "-"
+    opened = open_sources(list(sources), capture)
+    with ExitStack() as stack:
+        stream = sys.stdout if to_stdout else stack.enter_context(open(stack.enter_context(atomic_path(jsonl)), "w"))
+
+        def write(record: dict) -> None:
+            stream.write(json.dumps(record) + "\n")
+            if to_stdout:
+                stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
+
+        drawer = Drawer(save) if save else None
+        summary = Tagger(backend, write, threshold, topk, batch_size, drawer, progress).run(opened).to_dict()
+    return summary | {"backend": backend.metadata()}
+
+
+def summary_text(summary: dict, labels: list[str]) -> str:
+    head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
+            f"({summary['frames_per_second']:.1f} frames/s; inference {summary['inference_seconds']:.1f} s), "
+            f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
+            + (", interrupted" if summary["interrupted"] else ""))
+    table = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
+    bad = "".join(f"\n- {u['source']}: {u['reason']}" for u in summary["unreadable"])
+    return f"{head}\n\n{table}" + (f"\n\nUnreadable:{bad}" if bad else "")

@@ -1,0 +1,80 @@
+"""The checkpoint directory: ``config.json`` (the ModelConfig, plus training provenance),
+``head.safetensors`` and, unless the backbone is timm's unchanged published weights,
+``backbone.safetensors``.
+
+Tensors are safetensors (nothing is unpickled), and a checkpoint is written into a temporary
+directory that replaces the target in one rename. Building the model they fill is
+``models.load_checkpoint``'s job.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import atomic_dir, read_json, write_json
+
+FORMAT = "layover-edge/checkpoint/1"
+HEAD, BACKBONE = "head.safetensors", "backbone.safetensors"
+
+
+def stores_backbone(cfg: ModelConfig) -> bool:
+    return cfg.method == "ft" or cfg.weights != "pretrained"
+
+
+def write_checkpoint(path: str | Path, cfg: ModelConfig, head: Mapping[str, Any],
+                     backbone: Mapping[str, Any] | None = None, extra: dict | None = None) -> Path:
+    """Write the tensors (name -> CPU tensor) and config.json as one atomic directory."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        meta = {"format": FORMAT}
+        save_file(dict(head), str(tmp / HEAD), metadata=meta)
+        if backbone is not None:
+            save_file(dict(backbone), str(tmp / BACKBONE), metadata=meta)
+        doc = {"format": FORMAT, "model": cfg.to_dict(), **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
+    """The checkpoint's ModelConfig and the rest of its config.json (metrics, provenance)."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise LayoverError(f"{path} is not a layover-edge checkpoint (no config.json)")
+    doc = read_json(cfg_file, FORMAT)
+    return ModelConfig.from_dict(doc["model"]), doc
+
+
+def read_tensors(path: str | Path, name: str, expected: Mapping[str, Any], what: str) -> dict:
+    """The tensors of ``path/name``; LayoverError unless their names and shapes are ``expected``'s
+    (a state dict of the module they are for)."""
+    from safetensors.torch import load_file
+    file = Path(path) / name
+    if not file.is_file():
+        raise LayoverError(f"checkpoint is missing {file.name}")
+    try:
+        state = load_file(str(file))
+    except Exception as e:  # truncated or foreign files raise several error types
+        raise LayoverError(f"cannot read {file}: {e}") from None
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise LayoverError(f"{file} does not match the {what} described by config.json "
+                           f"(a checkpoint from another backbone, tap or class count?)")
+    return state
+
+
+def set_thresholds(path: str | Path, thresholds: list[float], provenance: dict) -> ModelConfig:
+    """Store per-class thresholds in the checkpoint's config.json (rewritten atomically), with
+    where they came from under ``"thresholds"``."""
+    path = Path(path)
+    cfg, doc = read_config(path)
+    cfg = replace(cfg, thresholds=[float(t) for t in thresholds])  # checks the count
+    try:
+        write_json(path / "config.json", doc | {"model": cfg.to_dict(), "thresholds": provenance})
+    except OSError as e:
+        raise LayoverError(f"cannot write {path / 'config.json'}: {e}") from None
+    return cfg

@@ -1,0 +1,139 @@
+"""The deployment verbs: ``export``, ``build`` and ``parity``."""
+from __future__ import annotations
+
+from layover_edge.core.config import ExportConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.export.targets import TARGETS
+
+from .common import emit
+
+E = ExportConfig()
+
+
+def cmd_export(args) -> int:
+    from layover_edge.export.pipeline import export_all, export_text
+    ec = ExportConfig(args.form, args.int8, args.fp16, args.calib_data, args.calib_size, args.calib_method, args.opset,
+                      args.static_batch)
+    rows = export_all(args.checkpoint, args.out, ec, args.data_root, progress=not args.quiet)
+    emit(args, {"checkpoint": args.checkpoint, "files": rows}, export_text(args.checkpoint, rows))
+    return 0
+
+
+def cmd_build(args) -> int:
+    from layover_edge.core.tables import format_table
+    from layover_edge.export.build import build_engine, engine_path, installed_tensorrt, prepare_build
+    from layover_edge.export.targets import get_target
+    target = get_target(args.target)
+    installed = installed_tensorrt()
+    version = installed or args.trt_version or target.tensorrt
+    engine = args.out or engine_path(args.onnx, args.precision, target)
+    batch = (args.min_batch, args.opt_batch or args.max_batch, args.max_batch) if args.max_batch else None
+    req = prepare_build(args.onnx, engine, args.precision, target, version, batch, args.workspace_gb,
+                        args.plugins or [], args.timing_cache, args.dla_core)
+    command = req.trtexec()
+    if args.trtexec_only:
+        emit(args, {"trtexec": command, "tensorrt": version, "mode": vars(req.mode)}, command)
+        return 0
+    if not installed:
+        raise LayoverError(f"TensorRT is not installed here; build on the device with: {command}")
+    if not args.json:
+        print(f"equivalent trtexec command (TensorRT {version}, target {target.name}):\n  {command}\n")
+    sidecar = build_engine(req, any_gpu=args.any_gpu)
+    rows = {req.engine.name: {"precision": sidecar["precision"], "target": target.name, "gpu": sidecar["gpu"],
+                              "tensorrt": sidecar["tensorrt"], "batch": "/".join(map(str, sidecar["batch"])),
+                              "seconds": sidecar["build_seconds"]}}
+    emit(args, {"engine": str(req.engine), "sidecar": sidecar},
+         format_table(rows, columns=("precision", "target", "gpu", "tensorrt", "batch", "seconds"), first="engine"))
+    return 0
+
+
+def cmd_parity(args) -> int:
+    from layover_edge.apps.parity import markdown, run_parity
+    result = run_parity(args.reference, args.against, args.data, args.data_root, args.size, args.batch_size,
+                        args.out, args.cuda_graph, not args.quiet, max_logit_error=args.max_logit_error,
+                        max_map_drop=args.max_map_drop, min_agreement=args.min_agreement)
+    emit(args, result, markdown(result, result["title"]) + f"\nreports: {', '.join(result['reports'])}")
+    return 0 if result["passed"] else 1
+
+
+def add_parsers(sub) -> None:
+    """Register ``export``, ``build`` and ``parity`` on the main CLI's subparsers."""
+    p = sub.add_parser("export", help="checkpoint -> ONNX (portable + plugin graphs), INT8 Q/DQ and FP16",
+                       description="Export the whole model (backbone + head) to ONNX with a dynamic batch axis; "
+                                   "writes OUT/model.onnx (portable), OUT/model.plugin.onnx (LayoverFusedMix "
+                                   "plugin node) and, on request, OUT/model.int8.onnx and OUT/model.fp16.onnx. "
+                                   "Every graph is checked by onnx.checker and against PyTorch in ONNX Runtime.")
+    p.add_argument("checkpoint", help="checkpoint directory (config.json + safetensors)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--form", nargs="+", choices=("portable", "plugin"), default=None,
+                   help="ONNX forms to write (default: both; portable only for LP and pool1d checkpoints)")
+    p.add_argument("--opset", type=int, default=E.opset, help="ONNX opset, ≥ 18 (default: %(default)s; INT8 graphs "
+                                                         "are raised to 19 by ModelOpt)")
+    p.add_argument("--static-batch", type=int, default=None,
+                   help="fix the batch dimension to this size instead of a dynamic axis (e.g. for DLA)")
+    g = p.add_argument_group("reduced precision (NVIDIA ModelOpt, on CPU)")
+    g.add_argument("--int8", action="store_true", help="also write the explicitly quantized Q/DQ INT8 graph")
+    g.add_argument("--fp16", action="store_true", help="also write the strongly typed FP16 graph (ModelOpt AutoCast)")
+    g.add_argument("--calib-data", default=None,
+                   help="INT8 calibration images: NAME:SPLIT[:key=value,...] through the data API "
+                        "(e.g. synthetic:train) or a .npy of preprocessed (N, 3, S, S) images")
+    g.add_argument("--calib-size", type=int, default=E.calib_size,
+                   help="calibration images (default: %(default)s; a warning below 300, an error below 32)")
+    g.add_argument("--calib-method", choices=("max", "entropy"), default=E.calib_method,
+                   help="activation range calibration (default: %(default)s)")
+    g.add_argument("--data-root", default=None, help="data set directory, for data sets read from disk")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("build", help="ONNX -> TensorRT engine + sidecar JSON for a target device",
+                       description="Build a TensorRT engine with the TensorRT 10/11 Python API and write "
+                                   "ENGINE.json beside it; always prints the equivalent trtexec command. "
+                                   "Without TensorRT installed it prints the command and stops with an error.")
+    p.add_argument("onnx", help="model.onnx, model.plugin.onnx, model.int8.onnx or model.fp16.onnx")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), required=True,
+                   help="engine precision; int8 needs the Q/DQ graph, fp16 on TensorRT 11 the FP16 graph")
+    p.add_argument("--target", choices=sorted(TARGETS), required=True,
+                   help="target device profile: compute capability, batch profile, workspace, DLA")
+    p.add_argument("--out", default=None, help="engine path (default: ONNX.PRECISION.TARGET.engine)")
+    p.add_argument("--min-batch", type=int, default=1, help="optimisation profile minimum batch (default: 1)")
+    p.add_argument("--opt-batch", type=int, default=None, help="batch the kernels are tuned for (default: the target's; --max-batch if only that is given)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="largest batch the engine accepts; setting it replaces the target's profile "
+                        "(default: the target's, or the ONNX file's fixed batch)")
+    p.add_argument("--workspace-gb", type=float, default=None, help="builder workspace limit in GiB (default: target's)")
+    p.add_argument("--timing-cache", default=None, help="timing cache file, read if present and updated after the build")
+    p.add_argument("--plugins", nargs="+", default=None,
+                   help="plugin libraries to load (liblayover_plugins.so for model.plugin.onnx)")
+    p.add_argument("--dla-core", type=int, default=None, help="run on this DLA core with GPU fallback (Jetson NX/AGX)")
+    p.add_argument("--trt-version", default=None,
+                   help="TensorRT version for the trtexec command when TensorRT is not installed "
+                        "(default: the target's, e.g. 10.3 on JetPack 6)")
+    p.add_argument("--trtexec-only", action="store_true", help="only print the trtexec command; build nothing")
+    p.add_argument("--any-gpu", action="store_true",
+                   help="build for the GPU present even if it is not the target's compute capability")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("parity", help="accuracy parity of an ONNX file or engine against PyTorch FP32",
+                       description="Tensor-level (max/mean abs and rel error, cosine, Polygraphy) and task-level "
+                                   "(mAP, CF1, OF1 deltas, tag agreement, mean |Δprobability|) parity; writes "
+                                   "parity.json and parity.md; exit status 1 when a gate fails.")
+    p.add_argument("reference", metavar="REFERENCE",
+                   help="the reference: the checkpoint directory (PyTorch FP32), or on a device without torch the "
+                        "FP32 model.onnx")
+    p.add_argument("--against", required=True, help="candidate: an .onnx file or a TensorRT .engine")
+    p.add_argument("--data", required=True, help="data split NAME:SPLIT[:key=value,...], e.g. synthetic:val")
+    p.add_argument("--data-root", default=None, help="data set directory, for data sets read from disk")
+    p.add_argument("--size", type=int, default=None, help="use at most this many images (synthetic default: 500)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    p.add_argument("--out", default=None, help="report directory (default: beside the candidate)")
+    p.add_argument("--max-logit-error", type=float, default=None, help="gate: max |Δlogit| (FP32 default 1e-3)")
+    p.add_argument("--max-map-drop", type=float, default=None,
+                   help="gate: mAP drop in points (defaults FP16 0.2, INT8 1.0)")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="gate: tag agreement at the thresholds in percent (INT8 default 97)")
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT candidate: replay CUDA graphs")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_parity)

@@ -1,0 +1,113 @@
+"""Device memory, streams and CUDA graphs for the TensorRT backend, through cuda-python
+(``cuda.bindings.runtime``, or ``cuda.cudart`` in older releases) or, where installed, pycuda.
+
+One small interface, so the backend does not care which library is present: ``malloc``,
+``htod``/``dtoh`` (async on the device's stream), ``sync``, ``free`` and, with cuda-python only,
+CUDA graph capture/replay.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import LayoverError
+
+
+def cudart():
+    try:
+        from cuda.bindings import runtime
+        return runtime
+    except ImportError:
+        pass
+    try:
+        from cuda import cudart
+        return cudart
+    except ImportError:
+        return None
+
+
+class CudaDevice:
+    """A GPU, its compute capability and one stream."""
+
+    def __init__(self, index: int = 0):
+        self.rt = cudart()
+        if self.rt is not None:
+            self.lib = "cuda-python"
+            self._call(self.rt.cudaSetDevice, index)
+            props = self._call(self.rt.cudaGetDeviceProperties, index)
+            self.name = props.name.decode().rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+            self.compute_capability = f"{props.major}.{props.minor}"
+            self.stream = self._call(self.rt.cudaStreamCreate)
+            return
+        try:
+            import pycuda.driver as cuda
+        except ImportError:
+            raise LayoverError("no CUDA Python binding: pip install cuda-python (or pycuda)") from None
+        self.lib, self.cuda = "pycuda", cuda
+        cuda.init()
+        dev = cuda.Device(index)
+        self.context = dev.retain_primary_context()
+        self.context.push()
+        self.name = dev.name()
+        self.compute_capability = "{}.{}".format(*dev.compute_capability())
+        self.stream = cuda.Stream()
+        self._allocs: dict[int, object] = {}
+
+    def _call(self, fn, *args):
+        err, *rest = fn(*args)
+        if int(err) != 0:
+            _, text = self.rt.cudaGetErrorString(err)
+            raise LayoverError(f"CUDA {fn.__name__} failed: {text.decode() if isinstance(text, bytes) else text}"
+                               + (" (no GPU or no driver)" if int(err) in (35, 100) else ""))
+        return rest[0] if len(rest) == 1 else (rest or None)
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream) if self.rt is not None else self.stream.handle
+
+    def malloc(self, nbytes: int) -> int:
+        if self.rt is not None:
+            return int(self._call(self.rt.cudaMalloc, nbytes))
+        buf = self.cuda.mem_alloc(nbytes)
+        self._allocs[int(buf)] = buf
+        return int(buf)
+
+    def free(self, ptr: int) -> None:
+        if self.rt is not None:
+            self._call(self.rt.cudaFree, ptr)
+        else:
+            self._allocs.pop(ptr).free()
+
+    def htod(self, ptr: int, host: np.ndarray) -> None:
+        if self.rt is not None:
+            kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+            self._call(self.rt.cudaMemcpyAsync, ptr, host.ctypes.data, host.nbytes, kind, self.stream)
+        else:
+            self.cuda.memcpy_htod_async(ptr, host, self.stream)
+
+    def dtoh(self, host: np.ndarray, ptr: int) -> None:
+        if self.rt is not None:
+            kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+            self._call(self.rt.cudaMemcpyAsync, host.ctypes.data, ptr, host.nbytes, kind, self.stream)
+        else:
+            self.cuda.memcpy_dtoh_async(host, ptr, self.stream)
+
+    def sync(self) -> None:
+        if self.rt is not None:
+            self._call(self.rt.cudaStreamSynchronize, self.stream)
+        else:
+            self.stream.synchronize()
+
+    def capture(self, launch) -> object:
+        """An executable CUDA graph of what ``launch()`` enqueues on the stream (cuda-python only)."""
+        if self.rt is None:
+            raise LayoverError("CUDA graphs need cuda-python (pip install cuda-python)")
+        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._call(self.rt.cudaStreamBeginCapture, self.stream, mode)
+        launch()
+        graph = self._call(self.rt.cudaStreamEndCapture, self.stream)
+        executable = self._call(self.rt.cudaGraphInstantiate, graph, 0)
+        self._call(self.rt.cudaGraphDestroy, graph)
+        return executable
+
+    def replay(self, executable) -> None:
+        self._call(self.rt.cudaGraphLaunch, executable, self.stream)

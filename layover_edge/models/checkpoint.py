@@ -1,0 +1,39 @@
+"""A model to and from its checkpoint directory (the format: ``artifacts.checkpoint``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from layover_edge.artifacts.checkpoint import (
+    BACKBONE,
+    HEAD,
+    read_config,
+    read_tensors,
+    stores_backbone,
+    write_checkpoint,
+)
+from layover_edge.core.config import ModelConfig
+
+from .model import LayoverModel, build_model, resolve_config
+
+
+def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(model: LayoverModel, cfg: ModelConfig, path: str | Path, extra: dict | None = None) -> Path:
+    """``cfg`` is written resolved, so the checkpoint names its preprocessing whatever the caller left unset."""
+    backbone = _tensors(model.backbone.model) if stores_backbone(cfg) else None
+    return write_checkpoint(path, resolve_config(cfg), _tensors(model.head), backbone, extra)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[LayoverModel, ModelConfig]:
+    cfg, _ = read_config(path)
+    has_backbone = stores_backbone(cfg)
+    model = build_model(cfg, load_weights=not has_backbone)
+    if has_backbone:
+        state = read_tensors(path, BACKBONE, model.backbone.model.state_dict(), f"backbone {cfg.backbone}")
+        model.backbone.model.load_state_dict(state)
+    model.head.load_state_dict(read_tensors(path, HEAD, model.head.state_dict(), f"{cfg.method} head"))
+    return model.to(map_location).eval(), cfg

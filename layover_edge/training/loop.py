@@ -1,0 +1,187 @@
+"""Training LP, RM and FT with the paper's recipe: SGD (momentum 0.9), multi-label soft-margin
+loss, OneCycle (max lr 0.1; 0.01 for fine-tuned backbone weights), 30 epochs, the best epoch
+by validation mAP. LP and RM train from the feature cache in seconds; FT (and the pool1d RS)
+trains from images.
+
+Every epoch writes ``metrics.json`` (the history), ``last.pt`` (the state to resume from, loaded
+with ``weights_only=True``) and, when validation mAP improves, the ``best/`` checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from layover_edge.core import distributed
+from layover_edge.core.config import ModelConfig, TrainConfig
+from layover_edge.core.device import resolve_device
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import atomic_path, write_json
+from layover_edge.models import LayoverHead, LayoverModel, save_checkpoint
+
+from .batches import Batch, ImageBatches
+from .metrics import multilabel_metrics
+
+
+def soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """nn.MultiLabelSoftMarginLoss, except that targets of -1 (ignored, e.g. VOC difficult)
+    contribute nothing: mean over classes of the BCE with logits, then mean over the batch."""
+    weight = (targets >= 0).to(logits.dtype)
+    per = F.binary_cross_entropy_with_logits(logits.float(), targets.clamp(min=0).float(),
+                                             weight=weight, reduction="none")
+    return per.mean(dim=1).mean()
+
+
+def forward_batch(model: LayoverModel, inputs: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, z) for a cached batch (z, p) or an image batch (x,)."""
+    if len(inputs) == 2:
+        z, p = (t.to(device, non_blocking=True) if t is not None else None for t in inputs)
+        return model.head.forward_pooled(z, p), z
+    h, z = model.features(inputs[0].to(device, non_blocking=True))
+    logits = model.head(z) if h is None else model.head(z, h, model.backbone.layout(h))
+    return logits, z
+
+
+@torch.inference_mode()
+def predict(model: LayoverModel, batches: Iterable[Batch], device: torch.device,
+            amp: bool = False) -> dict[str, torch.Tensor]:
+    """Probabilities, targets and (for RM) the mixing scale α over a whole split."""
+    model.eval()
+    scores, targets, alphas = [], [], []
+    for inputs, y in batches:
+        with _autocast(device, amp):
+            logits, z = forward_batch(model, inputs, device)
+        scores.append(torch.sigmoid(logits.float()).cpu())
+        targets.append(y.cpu())
+        if isinstance(model.head, LayoverHead):
+            alphas.append(model.head.alpha(z).float().cpu())
+    out = {"scores": torch.cat(scores), "targets": torch.cat(targets)}
+    if alphas:
+        out["alpha"] = torch.cat(alphas)
+    if isinstance(batches, ImageBatches):  # sharded under torchrun: every rank gets all rows
+        out = distributed.gather_rows(out, torch.cat(batches.order))
+    return out
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def build_optimizer(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, steps_per_epoch: int):
+    groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": tcfg.lr}]
+    if cfg.method == "ft":
+        groups.append({"params": list(model.backbone.parameters()), "lr": tcfg.backbone_lr})
+    opt = torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in groups], epochs=tcfg.epochs,
+        steps_per_epoch=steps_per_epoch, pct_start=tcfg.pct_start)
+    return opt, sched
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best: dict
+    history: list[dict]
+    seconds: float
+    checkpoint: Path
+    skipped: dict[str, list[dict]] = field(default_factory=dict)  # split -> unreadable images
+
+
+def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    return (model if cfg.method == "ft" else model.head).state_dict()
+
+
+def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterable[Batch],
+        val: Iterable[Batch], out: str | Path, resume: bool = False, progress: bool = True,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train, validate every epoch, keep the best checkpoint in ``out/best``.
+
+    Under torchrun, image batches train through DistributedDataParallel and only rank 0
+    writes files; cached batches are trained by one process (see ``distributed``).
+    """
+    out = Path(out)
+    main = distributed.is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(tcfg.device)
+    model.to(device)
+    step_model = None  # the DDP wrapper, whose forward syncs gradients
+    if distributed.world_size() > 1 and isinstance(train, ImageBatches):
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index or 0] if device.type == "cuda" else None)
+    opt, sched = build_optimizer(model, cfg, tcfg, len(train))
+    scaler = torch.amp.GradScaler("cuda", enabled=tcfg.amp and device.type == "cuda"
+                                  and not torch.cuda.is_bf16_supported())
+    history, best, best_epoch, start, elapsed = [], {"mAP": -1.0}, -1, 0, 0.0
+    state_file = out / "last.pt"
+    if resume and state_file.is_file():
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        (model if cfg.method == "ft" else model.head).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
+        start, elapsed = state["epoch"] + 1, state["seconds"]
+    elif resume:
+        raise LayoverError(f"--resume: no {state_file} to resume from")
+
+    for epoch in range(start, tcfg.epochs):
+        t0 = time.perf_counter()
+        (step_model or model).train()
+        if isinstance(train, ImageBatches):
+            train.set_epoch(epoch)
+        total, count = 0.0, 0
+        for inputs, y in tqdm(train, desc=f"{cfg.method} epoch {epoch + 1}/{tcfg.epochs}",
+                              leave=False, disable=not progress or not main):
+            with _autocast(device, tcfg.amp):
+                if step_model is not None:
+                    logits = step_model(inputs[0].to(device, non_blocking=True))
+                else:
+                    logits, _ = forward_batch(model, inputs, device)
+                loss = soft_margin_loss(logits, y.to(device))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tcfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], tcfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        if step_model is not None:  # the epoch's loss over all ranks' images
+            total, count = map(sum, zip(*distributed.all_gather_objects((total, count))))
+        elapsed += time.perf_counter() - t0
+        pred = predict(model, val, device, tcfg.amp)
+        metrics = multilabel_metrics(pred["scores"].numpy(), pred["targets"].numpy())
+        row = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": round(elapsed, 3),
+               **{k: metrics[k] for k in ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")}}
+        if "alpha" in pred:  # a gate closing towards 0 means the RM branch is being switched off
+            row["alpha_mean"] = float(pred["alpha"].mean())
+        history.append(row)
+        improved = metrics["mAP"] > best["mAP"]
+        if improved:
+            best, best_epoch = row, epoch + 1
+        if main:
+            if improved:
+                save_checkpoint(model, cfg, out / "best", extra={"epoch": epoch + 1, "metrics": row,
+                                                                 "train": tcfg.to_dict()})
+            write_json(out / "metrics.json", {"method": cfg.method, "history": history,
+                                              "best_epoch": best_epoch, "best": best})
+            with atomic_path(state_file) as tmp:
+                torch.save({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "history": history, "best": best,
+                            "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed}, tmp)
+        if on_epoch:
+            on_epoch(row)
+    if step_model is not None:
+        distributed.barrier()  # rank 0's files are complete before anyone reads them
+    return FitResult(best_epoch, best, history, elapsed, out / "best")

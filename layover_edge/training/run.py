@@ -1,0 +1,95 @@
+"""One training run end to end, the library call behind ``layover-edge train`` and
+``layover_edge.train``: resolve the config, features from the cache where the method allows it
+(LP, RM with the linear RS) or images otherwise (FT, pool1d RS), fit, reload the best epoch,
+and report what a user should know (unreadable images, a closed gate).
+
+Under torchrun (see ``core.distributed``): extraction is sharded over ranks, image batches are
+sharded by a DistributedSampler and trained with DDP, cached heads train on rank 0 alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from layover_edge.core import distributed
+from layover_edge.core.config import ModelConfig, TrainConfig
+from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import write_json
+from layover_edge.core.tables import format_table
+from layover_edge.data.loading import skipped_report, skipped_text
+from layover_edge.models import LayoverModel, build_model, load_checkpoint, resolve_config
+
+from .batches import CachedBatches, split_batches
+from .loop import FitResult, fit
+from .metrics import METRIC_KEYS
+
+# Below this mean gate the RM branch contributes almost nothing: RM has collapsed to LP.
+GATE_CLOSED = 0.05
+
+
+def gate_warnings(best: dict) -> list[str]:
+    alpha = best.get("alpha_mean")
+    if alpha is None or alpha >= GATE_CLOSED:
+        return []
+    return [f"the gate α averages {alpha:.3f} at the best epoch: the RM branch is nearly switched off and RM "
+            f"reduces to LP. Closing the gate is the quickest way down the loss while the branch is still "
+            f"noise; another tap (--tap), learning rate (--lr) or more epochs may keep it open "
+            f"(metrics.json has α per epoch)."]
+
+
+def train_run(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, cache_root: Path | None,
+              resume: bool = False, progress: bool = True) -> tuple[FitResult, LayoverModel]:
+    """Build, train and return the fit result (with the unreadable images of each split) and
+    the best epoch's model."""
+    cfg = resolve_config(cfg)
+    torch.manual_seed(tcfg.seed)
+    progress = progress and distributed.is_main()
+    model = build_model(cfg)
+    train = split_batches(cfg, tcfg, train_ds, "train", cache_root, True, progress)
+    val = split_batches(cfg, tcfg, val_ds, "val", cache_root, False, progress)
+    if isinstance(train, CachedBatches) and distributed.world_size() > 1:
+        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress) \
+            if distributed.is_main() else None
+        result = distributed.all_gather_objects(result)[0]  # rank 0's result, after it finished
+    else:
+        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress)
+    result.skipped = {split: skipped_report(ds, distributed.gather_skipped(b.skipped))
+                      for split, ds, b in (("train", train_ds, train), ("val", val_ds, val))}
+    best, _ = load_checkpoint(result.checkpoint)
+    return result, best
+
+
+@dataclass
+class Trained:
+    """What ``train`` returns: the summary (JSON-ready) and the best epoch's model."""
+
+    summary: dict
+    model: LayoverModel
+    text: str
+
+
+def train(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: str | Path, cache: str | Path | None = None,
+          resume: bool = False, progress: bool = True) -> Trained:
+    """Train ``cfg`` on ``train_ds`` (best epoch by ``val_ds`` mAP) into the run folder ``out``:
+    ``best/`` checkpoint, ``metrics.json``, ``last.pt``, ``unreadable.json``. LP and RM train from the
+    feature cache (default ``out/features``)."""
+    if list(val_ds.classes) != list(train_ds.classes):
+        raise LayoverError("the training and validation splits have different class lists")
+    out = Path(out)
+    cache = Path(cache) if cache else out / "features"
+    result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, resume, progress)
+    warnings = gate_warnings(result.best)
+    summary = {"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch, "best": result.best,
+               "train_seconds": round(result.seconds, 3), "history": result.history,
+               "processes": distributed.world_size(), "unreadable": result.skipped, "warnings": warnings}
+    if distributed.is_main():
+        write_json(out / "unreadable.json", result.skipped)
+    name = cfg.method.upper() + (f"@{cfg.tap}" if cfg.method != "lp" else "")
+    text = (f"best epoch {result.best_epoch}/{tcfg.epochs}, {result.seconds:.1f} s of training; checkpoint "
+            f"{result.checkpoint}\n\n{format_table({name: result.best}, METRIC_KEYS)}"
+            + "".join(f"\nwarning: {w}" for w in warnings)
+            + skipped_text(result.skipped, f" (all in {out / 'unreadable.json'})"))
+    return Trained(summary, model, text)
+
