@@ -138,6 +138,29 @@ def _pin_head(trt, network, names: list[str]) -> int:
     return pinned
 
 
+def plan_engine(onnx_path: str | Path, precision: str, target: str, out: str | Path | None = None,
+                min_batch: int = 1, opt_batch: int | None = None, max_batch: int | None = None,
+                workspace_gb: float | None = None, plugins: list[str] = (), timing_cache: str | None = None,
+                dla_core: int | None = None, trt_version: str | None = None) -> BuildRequest:
+    """The build ``layover-edge build`` runs: for the installed TensorRT, else ``trt_version``, else
+    the target's; the engine beside the ONNX file unless ``out``; the target's batch profile unless
+    ``max_batch`` is given."""
+    from .targets import get_target
+    t = get_target(target)
+    version = installed_tensorrt() or trt_version or t.tensorrt
+    batch = (min_batch, opt_batch or max_batch, max_batch) if max_batch else None
+    return prepare_build(onnx_path, out or engine_path(onnx_path, precision, t), precision, t, version, batch,
+                         workspace_gb, list(plugins), timing_cache, dla_core)
+
+
+def build_text(sidecar: dict, engine: Path) -> str:
+    from layover_edge.core.tables import format_table
+    rows = {engine.name: {"precision": sidecar["precision"], "target": sidecar["target"], "gpu": sidecar["gpu"],
+                          "tensorrt": sidecar["tensorrt"], "batch": "/".join(map(str, sidecar["batch"])),
+                          "seconds": sidecar["build_seconds"]}}
+    return format_table(rows, columns=("precision", "target", "gpu", "tensorrt", "batch", "seconds"), first="engine")
+
+
 def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False) -> dict:
     """Build the engine and its sidecar; returns the sidecar."""
     try:

@@ -3,7 +3,8 @@
 An engine only runs on the compute capability and TensorRT version it was built with, so a
 profile names both, plus the optimisation-profile batch sizes and workspace that suit the
 device's memory. JetPack 6.1/6.2 ship TensorRT 10.3 (CUDA 12.6); TensorRT 11 does not support
-Orin on JetPack 6, and DLA is absent from TensorRT 11.0-11.3 (deployment-anchors.md §2).
+Orin on JetPack 6, and DLA is absent from TensorRT 11.0-11.3 (NVIDIA's TensorRT 10.x-to-11.x Jetson
+migration notes).
 """
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def _frames(images: Image | Iterable[Image]) -> Iterable[tuple[str, np.ndarray]]
                 raise LayoverError(f"{im}: {frame.error}")
             yield str(im), frame.image
         elif isinstance(im, PILImage.Image):
-            yield f"image {i}", np.asarray(im.convert("RGB"))
+            yield f"image {i}", np.array(im.convert("RGB"))
         elif isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8:
             yield f"array {i}", im
         else:

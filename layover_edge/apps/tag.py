@@ -42,8 +42,8 @@ class Preprocessor:
         self.transform = build_transform(preprocess)
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            return torch.stack([self.transform(im) for im in images]).numpy()
+        with torch.inference_mode():  # torch wants writable arrays; PIL's and a caller's may be read-only
+            return torch.stack([self.transform(im if im.flags.writeable else im.copy()) for im in images]).numpy()
 
 
 def select_tags(probs: np.ndarray, labels: list[str], thresholds: np.ndarray, topk: int = 0) -> list[Tags]:

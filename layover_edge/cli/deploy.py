@@ -20,30 +20,19 @@ def cmd_export(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from layover_edge.core.tables import format_table
-    from layover_edge.export.build import build_engine, engine_path, installed_tensorrt, prepare_build
-    from layover_edge.export.targets import get_target
-    target = get_target(args.target)
-    installed = installed_tensorrt()
-    version = installed or args.trt_version or target.tensorrt
-    engine = args.out or engine_path(args.onnx, args.precision, target)
-    batch = (args.min_batch, args.opt_batch or args.max_batch, args.max_batch) if args.max_batch else None
-    req = prepare_build(args.onnx, engine, args.precision, target, version, batch, args.workspace_gb,
-                        args.plugins or [], args.timing_cache, args.dla_core)
+    from layover_edge.export.build import build_engine, build_text, installed_tensorrt, plan_engine
+    req = plan_engine(args.onnx, args.precision, args.target, args.out, args.min_batch, args.opt_batch, args.max_batch,
+                      args.workspace_gb, args.plugins or [], args.timing_cache, args.dla_core, args.trt_version)
     command = req.trtexec()
     if args.trtexec_only:
-        emit(args, {"trtexec": command, "tensorrt": version, "mode": vars(req.mode)}, command)
+        emit(args, {"trtexec": command, "tensorrt": req.trt_version, "mode": vars(req.mode)}, command)
         return 0
-    if not installed:
+    if not installed_tensorrt():
         raise LayoverError(f"TensorRT is not installed here; build on the device with: {command}")
     if not args.json:
-        print(f"equivalent trtexec command (TensorRT {version}, target {target.name}):\n  {command}\n")
+        print(f"equivalent trtexec command (TensorRT {req.trt_version}, target {req.target.name}):\n  {command}\n")
     sidecar = build_engine(req, any_gpu=args.any_gpu)
-    rows = {req.engine.name: {"precision": sidecar["precision"], "target": target.name, "gpu": sidecar["gpu"],
-                              "tensorrt": sidecar["tensorrt"], "batch": "/".join(map(str, sidecar["batch"])),
-                              "seconds": sidecar["build_seconds"]}}
-    emit(args, {"engine": str(req.engine), "sidecar": sidecar},
-         format_table(rows, columns=("precision", "target", "gpu", "tensorrt", "batch", "seconds"), first="engine"))
+    emit(args, {"engine": str(req.engine), "sidecar": sidecar}, build_text(sidecar, req.engine))
     return 0
 
 

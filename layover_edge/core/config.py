@@ -113,5 +113,5 @@ class ExportConfig:
     calib_data: str | None = None   # NAME:SPLIT[:key=value,...] or a .npy of preprocessed images
     calib_size: int = 512           # TensorRT recommends about 500 images
     calib_method: str = "entropy"
-    opset: int = 18                 # the dynamo exporter writes opset 18; older fails (environment-probe §3)
+    opset: int = 18                 # torch's dynamo exporter writes 18; its down-conversion to 17 fails
     static_batch: int | None = None  # fix the batch axis (DLA) instead of a dynamic one

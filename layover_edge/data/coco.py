@@ -3,7 +3,7 @@
 Layout (the official download): ``ROOT/annotations/instances_{split}{year}.json`` and the images
 in ``ROOT/{split}{year}/``; ``split`` is ``train`` or ``val``.
 
-Conventions, and how they relate to prior work (research/method-anchors.md §4):
+Conventions, and how they relate to prior work (ML-GCN, ASL and the official Layover code):
 * Classes are the 80 categories in ascending category-id order (person, bicycle, car, ...), as
   ASL / ML-Decoder index them; ML-GCN and the official Layover code sort by *name* instead.
   The order does not change mAP or CP..OF1, only the index of a class.

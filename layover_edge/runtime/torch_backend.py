@@ -2,8 +2,8 @@
 replayed from CUDA graphs, or through torch.compile, in fp32, fp16 or bf16.
 
 Why three modes: at batch 1 a big backbone is bound by Python launch overhead in eager mode
-(Swin-B on an H200: 11.3 ms eager vs 2.7 ms graphed, research/gpu-baselines.md), so the cost of
-the RM branch can only be judged with CUDA graphs. The RM branch runs through
+(Swin-B on an H200: 11.3 ms eager vs 2.7 ms graphed, measured in an earlier session with plain
+PyTorch), so the cost of the RM branch can only be judged with CUDA graphs. The RM branch runs through
 ``torch.ops.layover.fused_mix`` in every mode (Triton on CUDA), which graphs and compiles.
 """
 from __future__ import annotations
