@@ -3,6 +3,7 @@ import numpy as np
 import onnx
 
 from layover_edge.artifacts.onnx_metadata import FORMAT, set_metadata
+from layover_edge.kernels.identity import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 
 def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
@@ -14,9 +15,9 @@ def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
              helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="node_sigmoid")]
     opsets = [helper.make_opsetid("", 18)]
     if plugin:
-        nodes[1] = helper.make_node("LayoverFusedMix", ["p"], ["f"], name="layover_fused_mix",
-                                    domain="ai.onnx.contrib", plugin_version="1", plugin_namespace="layover")
-        opsets.append(helper.make_opsetid("ai.onnx.contrib", 1))
+        nodes[1] = helper.make_node(PLUGIN_NAME, ["p"], ["f"], name="layover_fused_mix", domain=PLUGIN_DOMAIN,
+                                    plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
+        opsets.append(helper.make_opsetid(PLUGIN_DOMAIN, 1))
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 8, 8])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 2]) for n in ("logits", "probabilities")],

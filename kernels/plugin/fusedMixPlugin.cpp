@@ -33,6 +33,8 @@ bool validLayout(int64_t layout)
 }
 
 // h as (B, C, S1, S2) with element strides, for the formats supportsFormatCombination allows.
+// H and W go in as they are: layover_fused_mix merges them (merge_spatial in fused_mix.cu), so
+// this path runs the same kernel branch as the ctypes one.
 void describeH(LayoverFusedMixArgs& a, Dims const& d, TensorFormat format, int32_t layout)
 {
     if (layout == LAYOVER_NLC)
