@@ -97,7 +97,7 @@ def run_checks(kernels_lib: str | None = None, plugins_lib: str | None = None) -
     checks = [Check("Python / PyTorch", True, f"Python {platform.python_version()}, torch {torch.__version__}, "
                                               f"{platform.machine()}", "training, eval, export, tagging on CPU"),
               _gpu()]
-    triton, _ = _module("Triton", "triton", "triton", "the fused branch as one GPU kernel (else PyTorch ops)",
+    triton, _ = _module("Triton", "triton", "triton", "the fused branch as Triton kernels (else PyTorch ops)",
                         "pip install 'layover-edge[triton]'")
     if triton.ok and not torch.cuda.is_available():
         triton = Check(triton.component, True, f"{triton.detail} (runs on a CUDA GPU; here the PyTorch reference)",
