@@ -109,7 +109,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, form: str = "porta
     if opset < MIN_OPSET:
         raise LayoverError(f"opset {opset} is too old: the exporter writes opset ≥ {MIN_OPSET}")
     model, cfg = load_checkpoint(checkpoint)
-    if form == "plugin" and (cfg.method == "lp" or cfg.rs != "linear"):
+    if form == "plugin" and not cfg.fused_branch:
         raise LayoverError(f"the plugin form needs the fused RM branch (method rm/ft, rs=linear); "
                            f"this checkpoint is method={cfg.method}, rs={cfg.rs}: export --form portable")
     s = cfg.image_size

@@ -32,7 +32,7 @@ def file_row(path: Path, seconds: float) -> dict:
 def default_forms(checkpoint: str | Path) -> list[str]:
     """The plugin form exists only where there is a fused branch (RM/FT with the linear RS)."""
     cfg, _ = read_config(checkpoint)
-    return ["portable", "plugin"] if cfg.method != "lp" and cfg.rs == "linear" else ["portable"]
+    return ["portable", "plugin"] if cfg.fused_branch else ["portable"]
 
 
 def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None = None,

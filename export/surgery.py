@@ -4,14 +4,22 @@ The exporter tags every node with the torch module path it came from, so the bra
 the nodes emitted for ``layover::fused_mix``; onnx-graphsurgeon cuts them out and wires one
 ``LayoverFusedMix`` node (name, version, namespace and domain from ``kernels/identity.py``,
 the same node ``translation_table(plugin=True)`` emits) between the same tensors. The weights
-come from the checkpoint's head, so nothing is read back out of the ReduceMean/Gemm pattern.
+(``head.branch()``: the kernel's W_rs and b_rs, standardisation folded in) and the mix come from
+the checkpoint's head, so nothing is read back out of the ReduceMean/Gemm pattern.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from layover_edge.core.errors import LayoverError
-from layover_edge.kernels.identity import LAYOUT_CODES, PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from layover_edge.kernels.identity import (
+    LAYOUT_CODES,
+    MIX_CODES,
+    PLUGIN_DOMAIN,
+    PLUGIN_NAME,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+)
 
 PLUGIN_NODE = "layover_fused_mix"
 
@@ -42,13 +50,14 @@ def replace_branch(proto, branch: list[str], head, layout: str):
     outputs = [t for n in nodes for t in n.outputs if id(t) in outside]
     if len(outputs) != 1:
         raise LayoverError(f"the branch should have one output, found {len(outputs)}")
+    w_rs, b_rs = head.branch()
     weights = [gs.Constant(f"{PLUGIN_NODE}.{k}", _array(v)) for k, v in
-               (("w_rs", head.rs.weight), ("w_sl", head.sl.weight.view(-1)), ("b_sl", head.sl.bias))]
+               (("w_rs", w_rs), ("b_rs", b_rs), ("w_sl", head.sl.weight.view(-1)), ("b_sl", head.sl.bias))]
     for n in nodes:
         n.outputs.clear()
     graph.nodes.append(gs.Node(op=PLUGIN_NAME, name=PLUGIN_NODE, domain=PLUGIN_DOMAIN,
-                               attrs={"layout": LAYOUT_CODES[layout], "plugin_version": PLUGIN_VERSION,
-                                      "plugin_namespace": PLUGIN_NAMESPACE},
+                               attrs={"layout": LAYOUT_CODES[layout], "mix": MIX_CODES[head.mix_form],
+                                      "plugin_version": PLUGIN_VERSION, "plugin_namespace": PLUGIN_NAMESPACE},
                                inputs=[h, z, *weights], outputs=outputs))
     graph.cleanup().toposort()
     out = gs.export_onnx(graph)

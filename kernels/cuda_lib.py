@@ -14,6 +14,8 @@ import os
 import torch
 
 from .geometry import h_view
+from .identity import MIX_CODES
+from .reference import MIXES, check_mix
 
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _I64 = ctypes.c_int64
@@ -25,10 +27,11 @@ class FusedMixArgs(ctypes.Structure):
                 ("h_stride_b", _I64), ("h_stride_c", _I64), ("h_stride_s1", _I64), ("h_stride_s2", _I64),
                 ("z", ctypes.c_void_p), ("z_dtype", ctypes.c_int32), ("N", _I64),
                 ("z_stride_b", _I64), ("z_stride_n", _I64),
-                ("w_rs", ctypes.c_void_p), ("w_sl", ctypes.c_void_p), ("b_sl", ctypes.c_void_p),
-                ("w_dtype", ctypes.c_int32),
-                ("w_rs_stride_n", _I64), ("w_rs_stride_c", _I64), ("w_sl_stride", _I64),
-                ("out", ctypes.c_void_p), ("out_stride_b", _I64), ("out_stride_n", _I64)]
+                ("w_rs", ctypes.c_void_p), ("b_rs", ctypes.c_void_p), ("w_sl", ctypes.c_void_p),
+                ("b_sl", ctypes.c_void_p), ("w_dtype", ctypes.c_int32),
+                ("w_rs_stride_n", _I64), ("w_rs_stride_c", _I64), ("b_rs_stride", _I64), ("w_sl_stride", _I64),
+                ("out", ctypes.c_void_p), ("out_stride_b", _I64), ("out_stride_n", _I64),
+                ("mix", ctypes.c_int32)]
 
 
 def load(path: str | None = None) -> ctypes.CDLL:
@@ -44,22 +47,25 @@ def load(path: str | None = None) -> ctypes.CDLL:
     return lib
 
 
-def make_args(h, z, w_rs, w_sl, b_sl, out, layout: str) -> FusedMixArgs:
+def make_args(h, z, w_rs, b_rs, w_sl, b_sl, out, layout: str, mix: str = MIXES[0]) -> FusedMixArgs:
     """The launcher's argument struct for these tensors (any strides; weights share one dtype)."""
     v = h_view(h, layout, w_rs.shape[1])
-    if not (w_rs.dtype == w_sl.dtype == b_sl.dtype):
-        raise TypeError("the CUDA kernel takes w_rs, w_sl and b_sl in one dtype")
+    check_mix(mix)
+    if not (w_rs.dtype == b_rs.dtype == w_sl.dtype == b_sl.dtype):
+        raise TypeError("the CUDA kernel takes w_rs, b_rs, w_sl and b_sl in one dtype")
     return FusedMixArgs(h.data_ptr(), _DTYPES[h.dtype], v.B, v.C, v.S1, v.S2,
                         v.stride_b, v.stride_c, v.stride_s1, v.stride_s2,
                         z.data_ptr(), _DTYPES[z.dtype], w_rs.shape[0], *z.stride(),
-                        w_rs.data_ptr(), w_sl.data_ptr(), b_sl.data_ptr(), _DTYPES[w_rs.dtype],
-                        *w_rs.stride(), w_sl.stride(0), out.data_ptr(), *out.stride())
+                        w_rs.data_ptr(), b_rs.data_ptr(), w_sl.data_ptr(), b_sl.data_ptr(), _DTYPES[w_rs.dtype],
+                        *w_rs.stride(), b_rs.stride(0), w_sl.stride(0), out.data_ptr(), *out.stride(),
+                        MIX_CODES[mix])
 
 
-def fused_mix_cuda(lib: ctypes.CDLL, h, z, w_rs, w_sl, b_sl, layout: str = "NCHW") -> torch.Tensor:
+def fused_mix_cuda(lib: ctypes.CDLL, h, z, w_rs, b_rs, w_sl, b_sl, layout: str = "NCHW",
+                   mix: str = MIXES[0]) -> torch.Tensor:
     """Same contract as ``fused_mix_reference``, on the current CUDA stream."""
     out = torch.empty(z.shape, device=z.device, dtype=z.dtype)
-    args = make_args(h, z, w_rs, w_sl, b_sl, out, layout)
+    args = make_args(h, z, w_rs, b_rs, w_sl, b_sl, out, layout, mix)
     ws = torch.empty(lib.layover_fused_mix_workspace_size(ctypes.byref(args)), device=h.device,
                      dtype=torch.uint8)
     rc = lib.layover_fused_mix(ctypes.byref(args), ws.data_ptr(), ws.numel(),

@@ -8,8 +8,9 @@
 //    would re-reduce); block (0, 0, b) also computes α for image b (a reduction over N that
 //    needs nothing from the pooling, so it costs no extra launch).
 // 2. mix: needs the complete pooling (a grid-wide dependency, hence a second launch): one warp
-//    per output row n computes W_rs[n]·p for up to 8 images at once (W_rs is read once per 8
-//    images), sigmoid, and z' = α·ĥ + (1−α)·z.
+//    per output row n computes u = W_rs[n]·p + b_rs[n] for up to 8 images at once (W_rs is read
+//    once per 8 images), then z' = z + α·u (residual) or α·sigmoid(u) + (1−α)·z (paper). The mix
+//    is a uniform branch on an argument, not a template: one kernel serves both forms.
 // The atomic adds make the last bit of p depend on the order blocks finish in.
 #include "fused_mix.h"
 
@@ -189,9 +190,10 @@ mix(LayoverFusedMixArgs a, Grid grid, const float* psum, const float* alpha) {
             if (lane == 0) {
                 const int64_t b = b0 + j;
                 const float al = alpha[b];
+                const float u = dot + load_f32(a.b_rs, n * a.b_rs_stride, a.w_dtype);
                 const float zv = load_f32(a.z, b * a.z_stride_b + n * a.z_stride_n, a.z_dtype);
                 store_from_f32(a.out, b * a.out_stride_b + n * a.out_stride_n, a.z_dtype,
-                               al * sigmoid(dot) + (1.f - al) * zv);
+                               a.mix == LAYOVER_MIX_PAPER ? al * sigmoid(u) + (1.f - al) * zv : zv + al * u);
             }
         }
     }
@@ -201,7 +203,8 @@ size_t psum_bytes(int64_t B, int64_t C) { return static_cast<size_t>(B * C) * si
 
 bool valid(const LayoverFusedMixArgs* a) {
     const auto ok_dtype = [](int32_t d) { return d == LAYOVER_F32 || d == LAYOVER_F16 || d == LAYOVER_BF16; };
-    return a && ok_dtype(a->h_dtype) && ok_dtype(a->z_dtype) && ok_dtype(a->w_dtype) && a->B > 0 &&
+    const bool ok_mix = a && (a->mix == LAYOVER_MIX_PAPER || a->mix == LAYOVER_MIX_RESIDUAL);
+    return ok_mix && ok_dtype(a->h_dtype) && ok_dtype(a->z_dtype) && ok_dtype(a->w_dtype) && a->B > 0 &&
            a->C > 0 && a->N > 0 && a->S1 > 0 && a->S2 > 0 &&
            static_cast<size_t>(a->C) * sizeof(float) <= kMaxMixSmem;
 }

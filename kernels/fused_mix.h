@@ -1,7 +1,9 @@
 /* The fused Layover branch as a plain C API (CUDA C++ implementation in fused_mix.cu).
  *
  *   p  = mean of h over its spatial/token axes         (B, C)
- *   z' = α·sigmoid(W_rs·p) + (1−α)·z,  α = sigmoid(w_sl·z + b_sl)
+ *   u  = W_rs·p + b_rs,  α = sigmoid(w_sl·z + b_sl)
+ *   z' = z + α·u                  (mix LAYOVER_MIX_RESIDUAL, the default form)
+ *   z' = α·sigmoid(u) + (1−α)·z   (mix LAYOVER_MIX_PAPER: the paper's eq. 5-6 with b_rs = 0)
  *
  * h is described as a strided 4-D view (B, C, S1, S2) in elements, so NCHW, channels-last
  * NCHW, NHWC and (B, L, C) tokens (S1 = 1, S2 = L) all go through one entry point. Callers pass
@@ -28,6 +30,10 @@ enum LayoverDType { LAYOVER_F32 = 0, LAYOVER_F16 = 1, LAYOVER_BF16 = 2 };
  * kernels/identity.py; tests/test_kernel_identity.py checks they agree). */
 enum LayoverLayout { LAYOVER_NCHW = 0, LAYOVER_NHWC = 1, LAYOVER_NLC = 2 };
 
+/* How ĥ meets z, also the ONNX plugin node's `mix` attribute (MIX_CODES in kernels/identity.py;
+ * tests/test_kernel_identity.py checks they agree). Paper is 0, the form before the field existed. */
+enum LayoverMix { LAYOVER_MIX_PAPER = 0, LAYOVER_MIX_RESIDUAL = 1 };
+
 typedef struct LayoverFusedMixArgs {
     const void* h;       /* (B, C, S1, S2) view, dtype h_dtype */
     int32_t h_dtype;
@@ -37,13 +43,15 @@ typedef struct LayoverFusedMixArgs {
     int32_t z_dtype;
     int64_t N;
     int64_t z_stride_b, z_stride_n;
-    const void* w_rs;    /* (N, C), dtype w_dtype; w_sl (N,) and b_sl (1,) share it */
+    const void* w_rs;    /* (N, C), dtype w_dtype; b_rs (N,), w_sl (N,) and b_sl (1,) share it */
+    const void* b_rs;
     const void* w_sl;
     const void* b_sl;
     int32_t w_dtype;
-    int64_t w_rs_stride_n, w_rs_stride_c, w_sl_stride;
+    int64_t w_rs_stride_n, w_rs_stride_c, b_rs_stride, w_sl_stride;
     void* out;           /* (B, N), dtype z_dtype */
     int64_t out_stride_b, out_stride_n;
+    int32_t mix;         /* enum LayoverMix */
 } LayoverFusedMixArgs;
 
 /* Bytes of device workspace layover_fused_mix needs: (B·C + B) floats (channel sums and α). */
@@ -53,7 +61,7 @@ size_t layover_fused_mix_workspace_size(const LayoverFusedMixArgs* args);
 size_t layover_fused_mix_max_workspace_size(int64_t max_B, int64_t C);
 
 /* Enqueue a memset and two kernels on `stream` (a cudaStream_t). Returns 0 on success, else a
- * cudaError_t value, or -1 for invalid arguments (bad dtype, workspace too small, C too large). */
+ * cudaError_t value, or -1 for invalid arguments (bad dtype or mix, workspace too small, C too large). */
 int layover_fused_mix(const LayoverFusedMixArgs* args, void* workspace, size_t workspace_bytes,
                       void* stream);
 

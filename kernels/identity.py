@@ -1,5 +1,5 @@
 """Who the TensorRT plugin is: its creator name, version and namespace, the ONNX domain of its node,
-and the codes of its ``layout`` attribute. Torch-free, so the ONNX Runtime backend can use it.
+and the codes of its ``layout`` and ``mix`` attributes. Torch-free, so the ONNX Runtime backend can use it.
 
 Name, version and namespace are read from the plugin's schema, ``plugin/LayoverFusedMix_PluginConfig.yaml``
 (package data of layover_edge.kernels, so this works from an installed wheel too), the one place
@@ -38,3 +38,5 @@ PLUGIN_NAMESPACE = _IDENTITY["namespace"]
 PLUGIN_DOMAIN = "ai.onnx.contrib"
 # The plugin's integer ``layout`` attribute: enum LayoverLayout of fused_mix.h (a test checks they agree).
 LAYOUT_CODES = {"NCHW": 0, "NHWC": 1, "NLC": 2}
+# The plugin's integer ``mix`` attribute: enum LayoverMix of fused_mix.h (reference.MIXES names them).
+MIX_CODES = {"paper": 0, "residual": 1}

@@ -1,9 +1,10 @@
 """ONNX forms of ``layover::fused_mix`` for ``torch.onnx.export(..., dynamo=True)``.
 
 ``translation_table(plugin=False)`` emits the portable standard-op subgraph (ReduceMean, Gemm,
-Sigmoid, Mul, Add, Sub, all in float32 like the reference): the reference's four pieces
-(``reference.pool``, ``rs``, ``gate``, ``mix``, composed the same way by ``mix_pooled``) spelt
-one to one in ONNX ops below, under the same names; ``translation_table(plugin=True)``
+Sigmoid, Mul, Add, and Sub for the paper's mix, all in float32 like the reference): the
+reference's four pieces (``reference.pool``, ``rs``, ``gate``, ``mix``, composed the same way by
+``mix_pooled``) spelt one to one in ONNX ops below, under the same names. The residual mix has
+no Sigmoid on ĥ and no (1 − α); ``translation_table(plugin=True)``
 emits one ``LayoverFusedMix`` node that TensorRT's ONNX parser maps to the IPluginV3 creator in
 ``kernels/plugin`` (op_type = plugin name; ``plugin_version`` and ``plugin_namespace``
 attributes). The node lives in domain ``ai.onnx.contrib`` because that is the only custom
@@ -21,8 +22,8 @@ from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
 from . import op as _custom_op  # noqa: F401  (registers torch.ops.layover.fused_mix, the table's key)
-from .identity import LAYOUT_CODES, PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
-from .reference import POOL_AXES
+from .identity import LAYOUT_CODES, MIX_CODES, PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from .reference import MIXES, POOL_AXES
 
 _F32 = FLOAT.dtype
 
@@ -34,11 +35,12 @@ def _plugin_schema() -> OpSchema:
     attr = OpSchema.Attribute
     return OpSchema(
         PLUGIN_NAME, PLUGIN_DOMAIN, 1,
-        inputs=[param(n, t) for n, t in (("h", "TH"), ("z", "TZ"), ("w_rs", "TW"), ("w_sl", "TW"),
-                                         ("b_sl", "TW"))],
+        inputs=[param(n, t) for n, t in (("h", "TH"), ("z", "TZ"), ("w_rs", "TW"), ("b_rs", "TW"),
+                                         ("w_sl", "TW"), ("b_sl", "TW"))],
         outputs=[param("z_mixed", "TZ")],
         type_constraints=[(t, types, "") for t in ("TH", "TZ", "TW")],
         attributes=[attr("layout", OpSchema.AttrType.INT, "0 NCHW, 1 NHWC, 2 NLC"),
+                    attr("mix", OpSchema.AttrType.INT, "0 paper, 1 residual"),
                     attr("plugin_version", OpSchema.AttrType.STRING, ""),
                     attr("plugin_namespace", OpSchema.AttrType.STRING, "")])
 
@@ -52,9 +54,10 @@ def pool(h, layout: str):
     return op.ReduceMean(op.Cast(h, to=_F32), op.Constant(value_ints=list(POOL_AXES[layout])), keepdims=0)
 
 
-def rs(p, w_rs):
-    """reference.rs: sigmoid(p·W_rsᵀ)."""
-    return op.Sigmoid(op.Gemm(p, w_rs, transB=1))
+def rs(p, w_rs, b_rs, form: str):
+    """reference.rs: p·W_rsᵀ + b_rs, through a Sigmoid for the paper's mix."""
+    u = op.Gemm(p, w_rs, b_rs, transB=1)
+    return op.Sigmoid(u) if form == "paper" else u
 
 
 def gate(z, w_sl, b_sl):
@@ -62,26 +65,29 @@ def gate(z, w_sl, b_sl):
     return op.Sigmoid(op.Gemm(z, op.Reshape(w_sl, op.Constant(value_ints=[1, -1])), b_sl, transB=1))
 
 
-def mix(h_hat, alpha, z):
-    """reference.mix: α·ĥ + (1 − α)·z."""
-    return op.Add(op.Mul(alpha, h_hat), op.Mul(op.Sub(op.Constant(value_float=1.0), alpha), z))
+def mix(h_hat, alpha, z, form: str):
+    """reference.mix: z + α·ĥ (residual) or α·ĥ + (1 − α)·z (paper)."""
+    if form == "paper":
+        return op.Add(op.Mul(alpha, h_hat), op.Mul(op.Sub(op.Constant(value_float=1.0), alpha), z))
+    return op.Add(z, op.Mul(alpha, h_hat))
 
 
-def mix_pooled(p, z, w_rs, w_sl, b_sl):
+def mix_pooled(p, z, w_rs, b_rs, w_sl, b_sl, form: str):
     """reference.mix_pooled (with reference.terms' casts to float32)."""
     zf = op.Cast(z, to=_F32)
-    return mix(rs(p, op.Cast(w_rs, to=_F32)), gate(zf, op.Cast(w_sl, to=_F32), op.Cast(b_sl, to=_F32)), zf)
+    h_hat = rs(p, op.Cast(w_rs, to=_F32), op.Cast(b_rs, to=_F32), form)
+    return mix(h_hat, gate(zf, op.Cast(w_sl, to=_F32), op.Cast(b_sl, to=_F32)), zf, form)
 
 
-def fused_mix_standard_ops(h, z, w_rs, w_sl, b_sl, layout: str = "NCHW"):
+def fused_mix_standard_ops(h, z, w_rs, b_rs, w_sl, b_sl, layout: str = "NCHW", mix: str = MIXES[0]):
     """reference.fused_mix_reference as opset-18 ops: float32 inside, cast back to z's type."""
-    return op.CastLike(mix_pooled(pool(h, layout), z, w_rs, w_sl, b_sl), z)
+    return op.CastLike(mix_pooled(pool(h, layout), z, w_rs, b_rs, w_sl, b_sl, mix), z)
 
 
-def fused_mix_plugin_node(h, z, w_rs, w_sl, b_sl, layout: str = "NCHW"):
-    """One plugin node; the weights stay node inputs (initializers), the layout an int attribute."""
+def fused_mix_plugin_node(h, z, w_rs, b_rs, w_sl, b_sl, layout: str = "NCHW", mix: str = MIXES[0]):
+    """One plugin node; the weights stay node inputs (initializers), layout and mix int attributes."""
     return _plugin_op(
-        h, z, w_rs, w_sl, b_sl, layout=LAYOUT_CODES[layout],
+        h, z, w_rs, b_rs, w_sl, b_sl, layout=LAYOUT_CODES[layout], mix=MIX_CODES[mix],
         plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
 
 

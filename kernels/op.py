@@ -3,7 +3,7 @@
 CPU runs the PyTorch reference, CUDA runs the Triton kernel (the reference when Triton is
 missing, or after it failed once in this process, with a warning). The fake impl lets
 torch.compile and torch.export trace through it; the backward is analytic PyTorch on the
-reference's pieces, so fine-tuning gets gradients for h, z, w_rs, w_sl and b_sl without a
+reference's pieces, so fine-tuning gets gradients for h, z, w_rs, b_rs, w_sl and b_sl without a
 backward kernel (training is not the latency path).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 
 import torch
 
-from .reference import POOL_AXES, check_layout, fused_mix_reference, pool, terms
+from .reference import MIXES, POOL_AXES, check_layout, check_mix, fused_mix_reference, pool, terms
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 log = logging.getLogger(__name__)
@@ -25,10 +25,11 @@ def _acc_dtype(h: torch.Tensor, z: torch.Tensor) -> torch.dtype:
 
 
 @torch.library.custom_op("layover::fused_mix", mutates_args=())
-def fused_mix(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor,
-              b_sl: torch.Tensor, layout: str = "NCHW") -> torch.Tensor:
-    """z' = α·sigmoid(W_rs·pool(h)) + (1−α)·z with α = sigmoid(w_sl·z + b_sl); see reference.py."""
-    return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout, acc=_acc_dtype(h, z))
+def fused_mix(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, b_rs: torch.Tensor, w_sl: torch.Tensor,
+              b_sl: torch.Tensor, layout: str = "NCHW", mix: str = MIXES[0]) -> torch.Tensor:
+    """z' = z + α·(W_rs·pool(h) + b_rs) ("residual") or α·sigmoid(W_rs·pool(h) + b_rs) + (1−α)·z
+    ("paper"), α = sigmoid(w_sl·z + b_sl); see reference.py."""
+    return fused_mix_reference(h, z, w_rs, b_rs, w_sl, b_sl, layout, mix, acc=_acc_dtype(h, z))
 
 
 # Why the Triton kernel stopped being used in this process (None while it works): a Triton
@@ -37,52 +38,57 @@ triton_error: str | None = None
 
 
 @fused_mix.register_kernel("cuda")
-def _fused_mix_cuda(h, z, w_rs, w_sl, b_sl, layout="NCHW"):
+def _fused_mix_cuda(h, z, w_rs, b_rs, w_sl, b_sl, layout="NCHW", mix=MIXES[0]):
     global triton_error
     check_layout(h, layout, w_rs.shape[1])  # bad input is the caller's error, not Triton's
+    check_mix(mix)
     if HAS_TRITON and triton_error is None:
         # Imported here, not at module load: Triton fixes interpret-vs-compile at import time.
         from . import triton_fused_mix
         try:
-            return triton_fused_mix.fused_mix_triton(h, z, w_rs, w_sl, b_sl, layout)
+            return triton_fused_mix.fused_mix_triton(h, z, w_rs, b_rs, w_sl, b_sl, layout, mix)
         except Exception as e:  # compile and driver errors share no base class
             triton_error = f"{type(e).__name__}: {e}"
             log.warning("the Triton fused_mix kernel failed on this GPU, so the branch runs as PyTorch ops "
                         "from now on: %s", triton_error)
-    return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout)
+    return fused_mix_reference(h, z, w_rs, b_rs, w_sl, b_sl, layout, mix)
 
 
 @fused_mix.register_fake
-def _fused_mix_fake(h, z, w_rs, w_sl, b_sl, layout="NCHW"):
+def _fused_mix_fake(h, z, w_rs, b_rs, w_sl, b_sl, layout="NCHW", mix=MIXES[0]):
     check_layout(h, layout, w_rs.shape[1])
+    check_mix(mix)
     return z.new_empty(z.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    h, z, w_rs, w_sl, b_sl, layout = inputs
-    ctx.layout = layout
-    ctx.save_for_backward(h, z, w_rs, w_sl, b_sl)
+    h, z, w_rs, b_rs, w_sl, b_sl, layout, mix = inputs
+    ctx.layout, ctx.mix = layout, mix
+    ctx.save_for_backward(h, z, w_rs, b_rs, w_sl, b_sl)
 
 
 def _backward(ctx, grad):
     """The reference's pieces (pool, rs, gate) recomputed in the forward's dtype, then their
-    derivatives by hand."""
-    h, z, w_rs, w_sl, b_sl = ctx.saved_tensors
-    axes = POOL_AXES[ctx.layout]
+    derivatives by hand. With u = W_rs·p + b_rs: residual ĥ = u, z' = z + α·ĥ; paper ĥ = σ(u),
+    z' = α·ĥ + (1−α)·z."""
+    h, z, w_rs, b_rs, w_sl, b_sl = ctx.saved_tensors
+    axes, paper = POOL_AXES[ctx.layout], ctx.mix == "paper"
     acc = _acc_dtype(h, z)
-    p = pool(h, ctx.layout, acc)                                     # (B, C)
-    h_hat, alpha, zf = terms(p, z, w_rs, w_sl, b_sl, acc)            # (B, N), (B, 1), (B, N)
+    p = pool(h, ctx.layout, acc)                                                  # (B, C)
+    h_hat, alpha, zf = terms(p, z, w_rs, b_rs, w_sl, b_sl, ctx.mix, acc)          # (B, N), (B, 1), (B, N)
     g, w, wsl = grad.to(acc), w_rs.to(acc), w_sl.to(acc)
-    d_pre = alpha * g * h_hat * (1 - h_hat)                          # dL/d(W_rs·p)
-    d_logit = (g * (h_hat - zf)).sum(1, keepdim=True) * alpha * (1 - alpha)
-    pooled = h.numel() // (h.shape[0] * w.shape[1])                  # H·W or L
-    dp = (d_pre @ w / pooled).reshape([1 if i in axes else n for i, n in enumerate(h.shape)])
+    d_u = alpha * g * (h_hat * (1 - h_hat) if paper else 1)                      # dL/du
+    d_alpha = (g * (h_hat - zf if paper else h_hat)).sum(1, keepdim=True)
+    d_logit = d_alpha * alpha * (1 - alpha)
+    pooled = h.numel() // (h.shape[0] * w.shape[1])                               # H·W or L
+    dp = (d_u @ w / pooled).reshape([1 if i in axes else n for i, n in enumerate(h.shape)])
     return (dp.expand(h.shape).to(h.dtype),
-            ((1 - alpha) * g + d_logit * wsl).to(z.dtype),
-            (d_pre.t() @ p).to(w_rs.dtype),
+            ((1 - alpha if paper else 1) * g + d_logit * wsl).to(z.dtype),
+            (d_u.t() @ p).to(w_rs.dtype),
+            d_u.sum(0).reshape(b_rs.shape).to(b_rs.dtype),
             (d_logit * zf).sum(0).reshape(w_sl.shape).to(w_sl.dtype),
             d_logit.sum().reshape(b_sl.shape).to(b_sl.dtype),
-            None)
+            None, None)
 
 
 fused_mix.register_autograd(_backward, setup_context=_setup_context)

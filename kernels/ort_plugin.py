@@ -11,18 +11,19 @@ import numpy as np
 import torch
 from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
-from .identity import LAYOUT_CODES, PLUGIN_NAME
+from .identity import LAYOUT_CODES, MIX_CODES, PLUGIN_NAME
 from .reference import fused_mix_reference
 
 _LAYOUTS = {code: name for name, code in LAYOUT_CODES.items()}
+_MIXES = {code: name for name, code in MIX_CODES.items()}
 
 
-@onnx_op(op_type=PLUGIN_NAME, inputs=[PyCustomOpDef.dt_float] * 5, outputs=[PyCustomOpDef.dt_float],
-         attrs={"layout": PyCustomOpDef.dt_int64, "plugin_version": PyCustomOpDef.dt_string,
-                "plugin_namespace": PyCustomOpDef.dt_string})
-def _layover_fused_mix(h, z, w_rs, w_sl, b_sl, **attrs):
-    args = [torch.from_numpy(np.ascontiguousarray(a)) for a in (h, z, w_rs, w_sl, b_sl)]
-    return fused_mix_reference(*args, layout=_LAYOUTS[int(attrs["layout"])]).numpy()
+@onnx_op(op_type=PLUGIN_NAME, inputs=[PyCustomOpDef.dt_float] * 6, outputs=[PyCustomOpDef.dt_float],
+         attrs={"layout": PyCustomOpDef.dt_int64, "mix": PyCustomOpDef.dt_int64,
+                "plugin_version": PyCustomOpDef.dt_string, "plugin_namespace": PyCustomOpDef.dt_string})
+def _layover_fused_mix(h, z, w_rs, b_rs, w_sl, b_sl, **attrs):
+    args = [torch.from_numpy(np.ascontiguousarray(a)) for a in (h, z, w_rs, b_rs, w_sl, b_sl)]
+    return fused_mix_reference(*args, layout=_LAYOUTS[int(attrs["layout"])], form=_MIXES[int(attrs["mix"])]).numpy()
 
 
 def session_options():

@@ -9,8 +9,9 @@
    The first program of each image also computes the gate α = sigmoid(z·w_sl + b_sl): a
    reduction over N that needs nothing from the pooling, so it rides along for free.
 2. ``_mix``: the pooling must be complete before any output (a grid-wide dependency, hence the
-   second launch): ĥ = sigmoid(p·W_rsᵀ) as a tl.dot over batch tiles, so W_rs is read once per
-   16 images rather than once per image, then z' = α·ĥ + (1−α)·z.
+   second launch): u = p·W_rsᵀ + b_rs as a tl.dot over batch tiles, so W_rs is read once per
+   16 images rather than once per image, then z' = z + α·u (residual) or α·sigmoid(u) + (1−α)·z
+   (paper); the mix is a compile-time constant, so each form is its own specialisation.
 
 Atomic float adds make p's rounding order, and so the last bit, vary from run to run.
 
@@ -26,6 +27,7 @@ import triton
 import triton.language as tl
 
 from .geometry import h_view, merge_spatial, pool_split
+from .reference import MIXES, check_mix
 
 BLOCK_B = 16  # tl.dot needs every block dimension >= 16
 
@@ -66,10 +68,10 @@ def _pool_sum(h_ptr, p_ptr, alpha_ptr, z_ptr, wsl_ptr, bsl_ptr,
 
 
 @triton.jit
-def _mix(p_ptr, alpha_ptr, z_ptr, w_ptr, out_ptr,
+def _mix(p_ptr, alpha_ptr, z_ptr, w_ptr, bias_ptr, out_ptr,
          B, C, N, inv_s,
-         stride_zb, stride_zn, stride_wn, stride_wc, stride_ob, stride_on,
-         BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+         stride_zb, stride_zn, stride_wn, stride_wc, stride_bias, stride_ob, stride_on,
+         PAPER: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_b = offs_b < B
@@ -83,11 +85,15 @@ def _mix(p_ptr, alpha_ptr, z_ptr, w_ptr, out_ptr,
         w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_c[None, :] * stride_wc,
                     mask=mask_n[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
         acc = tl.dot(p * inv_s, tl.trans(w), acc, input_precision="ieee")
+    u = acc + tl.load(bias_ptr + offs_n * stride_bias, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     alpha = tl.load(alpha_ptr + offs_b, mask=mask_b, other=0.0)[:, None]
     mask = mask_b[:, None] & mask_n[None, :]
     z = tl.load(z_ptr + offs_b[:, None] * stride_zb + offs_n[None, :] * stride_zn,
                 mask=mask, other=0.0).to(tl.float32)
-    out = alpha * tl.sigmoid(acc) + (1.0 - alpha) * z
+    if PAPER:
+        out = alpha * tl.sigmoid(u) + (1.0 - alpha) * z
+    else:
+        out = z + alpha * u
     tl.store(out_ptr + offs_b[:, None] * stride_ob + offs_n[None, :] * stride_on,
              out.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -109,11 +115,12 @@ class Launch(NamedTuple):
     num_warps: int
 
 
-def launches(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor, b_sl: torch.Tensor,
-             layout: str = "NCHW", *, pool_blocks: tuple[int, int] | None = None
-             ) -> tuple[torch.Tensor, list[Launch]]:
+def launches(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, b_rs: torch.Tensor, w_sl: torch.Tensor,
+             b_sl: torch.Tensor, layout: str = "NCHW", mix: str = MIXES[0], *,
+             pool_blocks: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[Launch]]:
     """The output buffer and the two launches that fill it; works on meta tensors too, which is
     how the tests compile exactly these launches for sm_87 and sm_90 without a GPU."""
+    check_mix(mix)
     v = merge_spatial(h_view(h, layout, w_rs.shape[1]))
     N = w_rs.shape[0]
     block_s, block_c = pool_blocks or _pool_blocks(v.channels_fastest, v.C, v.S)
@@ -128,19 +135,20 @@ def launches(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.T
                   {"MERGED": v.S1 == 1, "BLOCK_S": block_s, "BLOCK_C": block_c, "BLOCK_N": 1024}, 8)
     block_n = 64
     mix = Launch(_mix, (triton.cdiv(v.B, BLOCK_B), triton.cdiv(N, block_n)),
-                 (p, alpha, z, w_rs, out, v.B, v.C, N, 1.0 / v.S,
-                  z.stride(0), z.stride(1), w_rs.stride(0), w_rs.stride(1), out.stride(0), out.stride(1)),
-                 {"BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_C": 64}, 4)
+                 (p, alpha, z, w_rs, b_rs, out, v.B, v.C, N, 1.0 / v.S,
+                  z.stride(0), z.stride(1), w_rs.stride(0), w_rs.stride(1), b_rs.stride(0), out.stride(0),
+                  out.stride(1)),
+                 {"PAPER": mix == "paper", "BLOCK_B": BLOCK_B, "BLOCK_N": block_n, "BLOCK_C": 64}, 4)
     return out, [pool, mix]
 
 
-def fused_mix_triton(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor,
-                     b_sl: torch.Tensor, layout: str = "NCHW", *, pool_blocks: tuple[int, int] | None = None
-                     ) -> torch.Tensor:
+def fused_mix_triton(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, b_rs: torch.Tensor,
+                     w_sl: torch.Tensor, b_sl: torch.Tensor, layout: str = "NCHW", mix: str = MIXES[0], *,
+                     pool_blocks: tuple[int, int] | None = None) -> torch.Tensor:
     """Same contract as ``fused_mix_reference``; any strides; h, z and weights may differ in dtype.
     ``pool_blocks`` = (BLOCK_S, BLOCK_C), powers of two, overrides the tile so tests on tiny
     shapes still cover split chunks and ragged tails."""
-    out, todo = launches(h, z, w_rs, w_sl, b_sl, layout, pool_blocks=pool_blocks)
+    out, todo = launches(h, z, w_rs, b_rs, w_sl, b_sl, layout, mix, pool_blocks=pool_blocks)
     for k in todo:
         k.kernel[k.grid](*k.args, **k.constexprs, num_warps=k.num_warps)
     return out

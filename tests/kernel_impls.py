@@ -10,7 +10,7 @@ this machine lacks to run it (None when it can).
                    onnxruntime-extensions (float32 only: a Python op has one signature)
 
 The ONNX exports take the weights as graph inputs with every dimension dynamic, so one export
-per (layout, form) serves every shape and dtype pair; ``onnx_model`` caches them for the session.
+per (layout, form) serves every shape, dtype pair and mix; ``onnx_model`` caches them for the session.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from kernel_cases import BF16, F16, F32, Case
 
-from layover_edge.kernels.reference import LAYOUTS
+from layover_edge.kernels.reference import LAYOUTS, MIXES
 
 GPU = torch.cuda.is_available()
 HAS = {m: importlib.util.find_spec(m) is not None
@@ -46,7 +46,7 @@ def _no_backbone(case: Case, what: str) -> str | None:
 
 def _op_cpu(case, args):
     from layover_edge.kernels.op import fused_mix
-    return fused_mix(*args, case.layout)
+    return fused_mix(*args, case.layout, case.mix)
 
 
 # --- Triton -------------------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def _op_cpu(case, args):
 def _triton(case, args):
     # conftest.py sets TRITON_INTERPRET=1 without a GPU, before Triton is first imported.
     from layover_edge.kernels.triton_fused_mix import fused_mix_triton
-    return fused_mix_triton(*args, case.layout, pool_blocks=(8, 8) if case.small_tiles else None)
+    return fused_mix_triton(*args, case.layout, case.mix, pool_blocks=(8, 8) if case.small_tiles else None)
 
 
 def _triton_missing(case):
@@ -76,7 +76,7 @@ def _cuda_library():
 
 def _cuda(case, args):
     from layover_edge.kernels import cuda_lib
-    return cuda_lib.fused_mix_cuda(_cuda_library(), *args, case.layout)
+    return cuda_lib.fused_mix_cuda(_cuda_library(), *args, case.layout, case.mix)
 
 
 def _cuda_missing(case):
@@ -90,17 +90,21 @@ def _cuda_missing(case):
 
 # --- ONNX, in ONNX Runtime ----------------------------------------------------------------------------
 
-class Branches(torch.nn.Module):
-    """One fused_mix per (activation, weight) dtype pair, each on its own five inputs (weights
-    included, so one export serves every C and N) and giving its own output."""
+N_ARGS = 6  # h, z, w_rs, b_rs, w_sl, b_sl
 
-    def __init__(self, layout: str, pairs: int):
+
+class Branches(torch.nn.Module):
+    """One fused_mix per entry of ``mixes`` (one per (activation, weight) dtype pair and mix), each on
+    its own six inputs (weights included, so one export serves every C and N) and giving its own output."""
+
+    def __init__(self, layout: str, mixes: list[str]):
         super().__init__()
-        self.layout, self.pairs = layout, pairs
+        self.layout, self.mixes = layout, mixes
 
     def forward(self, *args):
         from layover_edge.kernels.op import fused_mix
-        return tuple(fused_mix(*args[5 * i:5 * i + 5], self.layout) for i in range(self.pairs))
+        return tuple(fused_mix(*args[N_ARGS * i:N_ARGS * (i + 1)], self.layout, mix)
+                     for i, mix in enumerate(self.mixes))
 
 
 @contextlib.contextmanager
@@ -152,9 +156,14 @@ def export_onnx(model, args, plugin: bool, dynamic_shapes=None):
 ONNX_DTYPES = {False: ((F32, F32), (F16, F32), (BF16, F32), (F16, F16)), True: ((F32, F32),)}
 
 
+def onnx_branches(plugin: bool) -> list[tuple]:
+    """(dtype, weight dtype, mix) of each fused_mix node in the export of this form."""
+    return [(*pair, mix) for pair in ONNX_DTYPES[plugin] for mix in MIXES]
+
+
 @functools.cache
 def onnx_model(layout: str, *, plugin: bool):  # keyword-only: functools.cache keys on the spelling
-    """(ModelProto, InferenceSession) of ``Branches(layout)`` over ``ONNX_DTYPES[plugin]``, every
+    """(ModelProto, InferenceSession) of ``Branches(layout)`` over ``onnx_branches(plugin)``, every
     dimension dynamic: one export per layout and form (an export costs far more than a run), in
     which each fused_mix node is translated exactly as in a model of its own."""
     import onnxruntime as ort
@@ -163,13 +172,14 @@ def onnx_model(layout: str, *, plugin: bool):  # keyword-only: functools.cache k
 
     assert layout in LAYOUTS
     args, dims = [], []
-    for i, (dtype, weight_dtype) in enumerate(ONNX_DTYPES[plugin]):
+    branches = onnx_branches(plugin)
+    for i, (dtype, weight_dtype, _) in enumerate(branches):
         B, C, H, W, N, L = (torch.export.Dim(f"{n}{i}", min=1) for n in ("B", "C", "H", "W", "N", "L"))
         h_dims = {"NCHW": {0: B, 1: C, 2: H, 3: W}, "NHWC": {0: B, 1: H, 2: W, 3: C}, "NLC": {0: B, 1: L, 2: C}}
-        dims += [h_dims[layout], {0: B, 1: N}, {0: N, 1: C}, {0: N}, None]
+        dims += [h_dims[layout], {0: B, 1: N}, {0: N, 1: C}, {0: N}, {0: N}, None]
         # Sizes >= 2 and all different, so the exporter neither specialises nor unifies a dimension.
         args += make_inputs(layout, *(n + 10 * i for n in (2, 3, 4, 5, 6)), dtype=dtype, weight_dtype=weight_dtype)
-    proto = export_onnx(Branches(layout, len(ONNX_DTYPES[plugin])), tuple(args), plugin,
+    proto = export_onnx(Branches(layout, [mix for *_, mix in branches]), tuple(args), plugin,
                         dynamic_shapes=(tuple(dims),))  # one entry: forward(*args)
     session = ort.InferenceSession(proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     return proto, session
@@ -185,14 +195,14 @@ def _ort_value(t: torch.Tensor):
 
 
 def run_onnx(case: Case, args, plugin: bool) -> torch.Tensor:
-    """z' of ``args`` from the export's fused_mix for the case's dtypes (the other ones get 1-element
-    inputs); the output lands in a torch tensor of z's dtype."""
+    """z' of ``args`` from the export's fused_mix for the case's dtypes and mix (the other ones get
+    1-element inputs); the output lands in a torch tensor of z's dtype."""
     from kernel_cases import make_inputs
 
     _, session = onnx_model(case.layout, plugin=plugin)
-    pairs = ONNX_DTYPES[plugin]
-    mine = pairs.index((case.dtype, case.weight_dtype))
-    feeds = [t for i, (dtype, weight_dtype) in enumerate(pairs) for t in
+    branches = onnx_branches(plugin)
+    mine = branches.index((case.dtype, case.weight_dtype, case.mix))
+    feeds = [t for i, (dtype, weight_dtype, _) in enumerate(branches) for t in
              (args if i == mine else make_inputs(case.layout, 1, 1, 1, 1, 1, dtype=dtype, weight_dtype=weight_dtype))]
     binding = session.io_binding()
     for meta, t in zip(session.get_inputs(), feeds, strict=True):

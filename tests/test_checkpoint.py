@@ -76,3 +76,42 @@ def test_read_config_names_bad_json(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(LayoverError, match="not valid JSON"):
         read_config(tmp_path)
+
+
+def test_checkpoint_written_before_the_mix_existed_loads_as_the_paper_form(tmp_path):
+    torch.manual_seed(0)
+    c = resolve_config(cfg(method="rm", mix="paper"))
+    model = build_model(c).eval()
+    save_checkpoint(model, c, tmp_path / "ckpt")
+    doc = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    del doc["model"]["mix"]  # what every checkpoint of the earlier versions looks like
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(doc))
+    loaded, c2 = load_checkpoint(tmp_path / "ckpt")
+    assert c2.mix == "paper"
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("method", ["rm", "ft", "concat"])
+def test_standardisation_travels_with_the_checkpoint(tmp_path, method):
+    torch.manual_seed(0)
+    c = resolve_config(cfg(method=method))
+    model = build_model(c).eval()
+    channels = model.backbone.tap_channels[0]
+    model.head.standardise.set_(torch.randn(channels), torch.rand(channels) + 0.1)
+    save_checkpoint(model, c, tmp_path / "ckpt")
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_head_of_the_other_mix_is_refused(tmp_path):
+    c = cfg(method="rm", mix="paper")
+    save_checkpoint(build_model(c), c, tmp_path / "ckpt")
+    doc = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    doc["model"]["mix"] = "residual"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(LayoverError, match="does not match .*mix"):
+        load_checkpoint(tmp_path / "ckpt")

@@ -1,6 +1,6 @@
 """The ``fused_mix`` contract, one suite for every implementation: each runs through the same
-shape list (tests/kernel_cases.py CASES: NCHW, channels-last NCHW, NHWC and NLC; fp32, fp16 and
-bf16; batch 1, H·W = 1, ragged tiles, several batch/output tiles, non-contiguous inputs, spatial
+shape list (tests/kernel_cases.py CASES: both mixes, residual and paper, over NCHW, channels-last
+NCHW, NHWC and NLC; fp32, fp16 and bf16; batch 1, H·W = 1, ragged tiles, several batch/output tiles, non-contiguous inputs, spatial
 axes that cannot merge, weights in another dtype than h; the paper's tap shapes on a GPU) and
 must match the PyTorch reference within ``reference.tolerance`` of the output's dtype, in z's
 dtype and shape. Implementations: tests/kernel_impls.py. A skip names what this machine lacks.
@@ -26,5 +26,5 @@ def test_matches_the_reference(impl, case):
         pytest.skip(f"{impl}: {reason}")
     args = case.inputs(implementation.device)
     out = implementation.run(case, args)
-    ref = fused_mix_reference(*args, case.layout)
+    ref = fused_mix_reference(*args, case.layout, case.mix)
     torch.testing.assert_close(out, ref, **tolerance(case.dtype))  # also checks dtype, shape and device

@@ -38,6 +38,15 @@ def test_dtype_codes_mirror_the_header():
     ("nchw", (3, 4, 4, 1)), ("nchw-cl", (3, 4, 4 * 5, 5)), ("nhwc", (3, 4, 4 * 5, 5)), ("nlc", (1, 12, 0, 5))])
 def test_args_pass_the_spatial_axes_unmerged(arrangement, want):
     layout, channels_last = ARRANGEMENTS[arrangement]
-    h, z, w_rs, w_sl, b_sl = make_inputs(layout, 2, 5, 3, 4, 6, dtype=torch.float32, channels_last=channels_last)
-    a = cuda_lib.make_args(h, z, w_rs, w_sl, b_sl, torch.empty_like(z), layout)
+    h, z, *weights = make_inputs(layout, 2, 5, 3, 4, 6, dtype=torch.float32, channels_last=channels_last)
+    a = cuda_lib.make_args(h, z, *weights, torch.empty_like(z), layout)
     assert (a.B, a.C, a.S1, a.S2, a.h_stride_s1, a.h_stride_s2) == (2, 5, *want)
+
+
+def test_mix_codes_mirror_the_header_and_reach_the_struct():
+    from layover_edge.kernels.identity import MIX_CODES
+    enum = re.search(r"enum LayoverMix \{(.*?)\};", HEADER, re.S).group(1)
+    assert {name.lower(): int(v) for name, v in re.findall(r"LAYOVER_MIX_(\w+) = (\d+)", enum)} == MIX_CODES
+    h, z, *weights = make_inputs("NHWC", 2, 5, 3, 4, 6, dtype=torch.float32)
+    for mix, code in MIX_CODES.items():
+        assert cuda_lib.make_args(h, z, *weights, torch.empty_like(z), "NHWC", mix).mix == code

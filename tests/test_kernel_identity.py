@@ -49,12 +49,18 @@ def test_identity_is_the_schemas():
         identity.PLUGIN_NAME, identity.PLUGIN_NAMESPACE, [identity.PLUGIN_VERSION])
     (version,) = schema["versions"].values()
     assert version["attribute_options"]["layout"] == sorted(identity.LAYOUT_CODES.values())
+    assert version["attribute_options"]["mix"] == sorted(identity.MIX_CODES.values())
+    # the inputs the ONNX node and the TensorRT plugin take, in order
+    assert version["inputs"] == ["h", "z", "w_rs", "b_rs", "w_sl", "b_sl"]
+    assert set(version["attributes"]) == {"layout", "mix"} and version["attributes_required"] == ["mix"]
 
 
-def test_layout_codes_match_the_header():
+def test_layout_and_mix_codes_match_the_header_and_name_every_mix():
     header = (ROOT / "kernels" / "fused_mix.h").read_text()
     enum = re.search(r"enum LayoverLayout \{(.*?)\};", header, re.S).group(1)
     assert dict((name, int(code)) for name, code in re.findall(r"LAYOVER_(\w+) = (\d+)", enum)) == identity.LAYOUT_CODES
+    from layover_edge.kernels.reference import MIXES
+    assert sorted(identity.MIX_CODES) == sorted(MIXES)
 
 
 def test_schema_ships_as_package_data_and_loads_without_torch():

@@ -5,25 +5,39 @@ import torch
 from kernel_cases import make_inputs
 
 from layover_edge.kernels.op import fused_mix
-from layover_edge.kernels.reference import LAYOUTS, fused_mix_reference, tolerance
+from layover_edge.kernels.reference import LAYOUTS, MIXES, fused_mix_reference, tolerance
 
 
+@pytest.mark.parametrize("mix", MIXES)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_gradcheck_float64(layout):
+def test_gradcheck_float64(layout, mix):
     args = [t.double().requires_grad_() for t in make_inputs(layout, 2, 5, 3, 2, 7, strided=True)]
-    assert torch.autograd.gradcheck(lambda *a: fused_mix(*a, layout), args)
+    assert torch.autograd.gradcheck(lambda *a: fused_mix(*a, layout, mix), args)
 
 
-def test_backward_matches_autograd_of_the_reference():
+@pytest.mark.parametrize("mix", MIXES)
+def test_backward_matches_autograd_of_the_reference(mix):
     # float32 with a channels-last h, fp16-free so both sides see the same math.
     args = make_inputs("NCHW", 3, 6, 4, 5, 9, dtype=torch.float32, channels_last=True)
     ours = [t.clone().requires_grad_() for t in args]
     ref = [t.clone().requires_grad_() for t in args]
     g = torch.randn(3, 9)
-    torch.autograd.backward(fused_mix(*ours, "NCHW"), g)
-    torch.autograd.backward(fused_mix_reference(*ref, "NCHW"), g)
+    torch.autograd.backward(fused_mix(*ours, "NCHW", mix), g)
+    torch.autograd.backward(fused_mix_reference(*ref, "NCHW", mix), g)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_the_mixes_are_the_written_out_equations():
+    # Independent of reference.py: eq. 5-6 (b_rs = 0 for the paper) and the residual form.
+    h, z, w_rs, b_rs, w_sl, b_sl = make_inputs("NHWC", 3, 5, 2, 4, 6, dtype=torch.float32)
+    p = h.mean(dim=(1, 2))
+    alpha = torch.sigmoid(z @ w_sl[:, None] + b_sl)
+    torch.testing.assert_close(fused_mix(h, z, w_rs, b_rs, w_sl, b_sl, "NHWC", "residual"),
+                               z + alpha * (p @ w_rs.T + b_rs))
+    zero = torch.zeros_like(b_rs)
+    torch.testing.assert_close(fused_mix(h, z, w_rs, zero, w_sl, b_sl, "NHWC", "paper"),
+                               alpha * torch.sigmoid(p @ w_rs.T) + (1 - alpha) * z)
 
 
 def test_half_inputs_get_half_gradients():
@@ -32,15 +46,18 @@ def test_half_inputs_get_half_gradients():
     assert [a.grad.dtype for a in args] == [a.dtype for a in args]
 
 
-def test_opcheck():
+@pytest.mark.parametrize("mix", MIXES)
+def test_opcheck(mix):
     args = make_inputs("NLC", 2, 5, 1, 6, 7, dtype=torch.float32)
-    torch.library.opcheck(torch.ops.layover.fused_mix.default, (*args, "NLC"))
+    torch.library.opcheck(torch.ops.layover.fused_mix.default, (*args, "NLC", mix))
 
 
-def test_bad_layout_is_rejected():
-    h, z, w_rs, w_sl, b_sl = make_inputs("NCHW", 1, 4, 2, 2, 3)
+def test_bad_layout_and_mix_are_rejected():
+    args = make_inputs("NCHW", 1, 4, 2, 2, 3)
     with pytest.raises(ValueError):
-        fused_mix(h, z, w_rs, w_sl, b_sl, "NHWC")  # h has 2 "channels" read as NHWC
+        fused_mix(*args, "NHWC")  # h has 2 "channels" read as NHWC
+    with pytest.raises(ValueError, match="mix must be one of"):
+        fused_mix(*args, "NCHW", "convex")
 
 
 def test_compile_and_export_trace_through_the_op():
@@ -50,8 +67,8 @@ def test_compile_and_export_trace_through_the_op():
     torch.testing.assert_close(compiled(*args), ref)
 
     class Branch(torch.nn.Module):
-        def forward(self, h, z, w_rs, w_sl, b_sl):
-            return fused_mix(h, z, w_rs, w_sl, b_sl, "NHWC")
+        def forward(self, h, z, w_rs, b_rs, w_sl, b_sl):
+            return fused_mix(h, z, w_rs, b_rs, w_sl, b_sl, "NHWC")
 
     ep = torch.export.export(Branch(), tuple(args))
     assert any(n.target is torch.ops.layover.fused_mix.default for n in ep.graph.nodes)
@@ -59,15 +76,16 @@ def test_compile_and_export_trace_through_the_op():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("mix", MIXES)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_dispatch_and_cuda_graph(layout):
+def test_cuda_dispatch_and_cuda_graph(layout, mix):
     args = make_inputs(layout, 4, 64, 7, 9, 96, dtype=torch.float16, device="cuda", channels_last=True)
-    ref = fused_mix_reference(*args, layout)
-    torch.testing.assert_close(fused_mix(*args, layout), ref, **tolerance(torch.float16))
-    fused_mix(*args, layout)  # compile outside the capture
+    ref = fused_mix_reference(*args, layout, mix)
+    torch.testing.assert_close(fused_mix(*args, layout, mix), ref, **tolerance(torch.float16))
+    fused_mix(*args, layout, mix)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = fused_mix(*args, layout)
+        out = fused_mix(*args, layout, mix)
     graph.replay()
     torch.testing.assert_close(out, ref, **tolerance(torch.float16))
     from layover_edge.kernels import op

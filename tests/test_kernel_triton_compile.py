@@ -55,7 +55,8 @@ def meta_inputs(layout, B, C, H, W, N, dtype, channels_last=False):
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last)
     return (h, torch.empty(B, N, device="meta", dtype=dtype), torch.empty(N, C, device="meta", dtype=dtype),
-            torch.empty(N, device="meta", dtype=dtype), torch.empty(1, device="meta", dtype=dtype))
+            torch.empty(N, device="meta", dtype=dtype), torch.empty(N, device="meta", dtype=dtype),
+            torch.empty(1, device="meta", dtype=dtype))
 
 
 # (layout, C, H, W, N, channels_last): BiT-R50x3 @1/@3 at 448 px, Swin-B @1 at 384, ViT-B/16 tokens.
@@ -66,15 +67,19 @@ BATCH_DTYPES = ((1, torch.float16), (32, torch.bfloat16), (3, torch.float32))
 
 
 def compile_all() -> dict:
-    """{case: {launch name: result}} for every shape x architecture x (batch, dtype)."""
+    """{case: {launch name: result}} for every shape x architecture x (batch, dtype), each launch in
+    the default (residual) mix, and ``_mix`` in the paper's mix too (the pooling is the same in both)."""
+    from layover_edge.kernels.reference import MIXES
     from layover_edge.kernels.triton_fused_mix import launches
     cases = {f"{shape}/{arch}/b{B}-{str(dtype)[6:]}": (SHAPES[shape], cap, B, dtype)
              for shape in SHAPES for arch, cap in CAPABILITIES.items() for B, dtype in BATCH_DTYPES}
     results = {}
     for case, ((layout, C, H, W, N, channels_last), cap, B, dtype) in cases.items():
-        out, todo = launches(*meta_inputs(layout, B, C, H, W, N, dtype, channels_last), layout)
+        inputs = meta_inputs(layout, B, C, H, W, N, dtype, channels_last)
+        out, todo = launches(*inputs, layout, MIXES[0])
+        _, (_, paper_mix) = launches(*inputs, layout, "paper")
         results[case] = {"out": [list(out.shape), str(out.dtype)]}
-        for launch in todo:
+        for launch in (*todo, paper_mix):
             r = {"grid": list(launch.grid)}
             try:
                 k = compile_launch(launch, cap)
@@ -82,7 +87,8 @@ def compile_all() -> dict:
                       "vector_loads": bool(re.search(r"ld\.global(\.\w+)*\.v4\.b32", k.asm["ptx"]))}
             except Exception as e:  # reported by the test that reads it
                 r |= {"ok": False, "error": f"{type(e).__name__}: {e}"[-3000:]}
-            results[case][launch.kernel.__name__] = r
+            name = launch.kernel.__name__ + ("/paper" if launch.constexprs.get("PAPER") else "")
+            results[case][name] = r
     return results
 
 
@@ -100,7 +106,7 @@ def test_launches_compile_and_read_h_with_vector_loads(compiled, shape, capabili
     for B, dtype in BATCH_DTYPES:
         case = compiled[f"{shape}/{capability}/b{B}-{str(dtype)[6:]}"]
         assert case["out"] == [[B, SHAPES[shape][4]], str(dtype)]
-        for name in ("_pool_sum", "_mix"):
+        for name in ("_pool_sum", "_mix", "_mix/paper"):
             r = case[name]
             assert r["ok"], r.get("error")
             assert r["shared"] <= 48 * 1024  # the default per-block limit, on every architecture

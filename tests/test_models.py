@@ -4,9 +4,17 @@ import timm
 import torch
 from torch import nn
 
-from layover_edge.core.config import ModelConfig
+from layover_edge.core.config import MIXES, ModelConfig
 from layover_edge.core.errors import LayoverError
-from layover_edge.models import Backbone, LayoverHead, build_model, count_params, pool1d_summary
+from layover_edge.models import (
+    Backbone,
+    ConcatHead,
+    LayoverHead,
+    build_model,
+    count_params,
+    fold_standardisation,
+    pool1d_summary,
+)
 
 # (name, timm kwargs, layout of the stage outputs): NCHW CNNs, an NHWC stage model, Swin, ViT tokens
 FAMILIES = [
@@ -26,13 +34,17 @@ def make(name, kwargs, taps=None):
     return Backbone(model, taps), torch.randn(2, 3, size, size)
 
 
-def manual_mix(h, layout, z, head: LayoverHead):
-    """The paper's equations written out independently of the kernels package."""
-    dims = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}[layout]
-    p = h.mean(dim=dims)
-    h_hat = torch.sigmoid(p @ head.rs.weight.T)
+DIMS = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}
+
+
+def manual_mix(h, layout, z, head: LayoverHead, mean=None, std=None):
+    """The equations written out independently of the kernels package: the paper's eq. 5-6, and
+    the residual form on the standardised pooled tap."""
+    p = h.mean(dim=DIMS[layout])
     alpha = torch.sigmoid(z @ head.sl.weight.T + head.sl.bias)
-    return head.fc(alpha * h_hat + (1 - alpha) * z)
+    if head.mix_form == "paper":
+        return head.fc(alpha * torch.sigmoid(p @ head.rs.weight.T) + (1 - alpha) * z)
+    return head.fc(z + alpha * ((p - mean) / std @ head.rs.weight.T + head.rs.bias))
 
 
 @pytest.mark.parametrize("name,kwargs,layout", FAMILIES, ids=[f[0] for f in FAMILIES])
@@ -48,16 +60,43 @@ def test_backbone_taps_and_prelogits(name, kwargs, layout):
         assert (h.shape[1] if layout == "NCHW" else h.shape[-1]) == c
 
 
+@pytest.mark.parametrize("mix", MIXES)
 @pytest.mark.parametrize("name,kwargs,layout", FAMILIES, ids=[f[0] for f in FAMILIES])
-def test_rm_head_matches_the_paper_equations(name, kwargs, layout):
+def test_rm_head_matches_the_written_out_equations(name, kwargs, layout, mix):
     backbone, x = make(name, kwargs, taps=[1])
-    head = LayoverHead(backbone.tap_channels[0], backbone.num_features, 5)
+    c = backbone.tap_channels[0]
+    head = LayoverHead(c, backbone.num_features, 5, mix=mix)
+    mean, std = torch.randn(c), torch.rand(c) + 0.5
+    if mix == "residual":
+        head.standardise.set_(mean, std)
     with torch.no_grad():
         (h,), z = backbone(x)
         got = head(z, h, backbone.layout(h))
-        torch.testing.assert_close(got, manual_mix(h, layout, z, head), rtol=1e-5, atol=1e-5)
-        pooled = head.forward_pooled(z, h.mean(dim={"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}[layout]))
+        torch.testing.assert_close(got, manual_mix(h, layout, z, head, mean, std), rtol=1e-5, atol=1e-5)
+        pooled = head.forward_pooled(z, h.mean(dim=DIMS[layout]))
         torch.testing.assert_close(pooled, got, rtol=1e-5, atol=1e-5)
+        fold_standardisation(head)  # the deployed form: the same function, nothing folded per call
+        assert head.standardise is None or head.standardise.identity
+        torch.testing.assert_close(head(z, h, backbone.layout(h)), got, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_head_keeps_the_official_parameters_and_residual_adds_b_rs():
+    paper, residual = LayoverHead(8, 16, 4, mix="paper"), LayoverHead(8, 16, 4, mix="residual")
+    assert sorted(paper.state_dict()) == ["fc.bias", "fc.weight", "rs.weight", "sl.bias", "sl.weight"]
+    assert sorted(residual.state_dict()) == ["fc.bias", "fc.weight", "rs.bias", "rs.weight", "sl.bias", "sl.weight",
+                                             "standardise.mean", "standardise.std"]
+    count = {m: count_params(ModelConfig(backbone="test_convnext", num_classes=4, method="rm", mix=m))["trainable"]
+             for m in MIXES}
+    assert count["residual"] - count["paper"] == 64  # b_rs: one bias per pre-logit channel (test_convnext: N = 64)
+
+
+def test_concat_head_is_a_linear_head_on_z_and_the_standardised_tap():
+    head = ConcatHead(6, 10, 3)
+    head.standardise.set_(torch.randn(6), torch.rand(6) + 0.5)
+    h, z = torch.randn(4, 6, 3, 3), torch.randn(4, 10)
+    p = h.mean(dim=(2, 3))
+    want = z @ head.fc.weight[:, :10].T + ((p - head.standardise.mean) / head.standardise.std) @ head.fc.weight[:, 10:].T
+    torch.testing.assert_close(head(z, h, "NCHW"), want + head.fc.bias)
 
 
 @pytest.mark.parametrize("layout,shape", [("NCHW", (2, 3, 4, 5)), ("NHWC", (2, 4, 5, 3)), ("NLC", (2, 7, 3))])
@@ -117,3 +156,5 @@ def test_bad_names_get_clear_errors():
         build_model(ModelConfig(backbone="test_convnext", num_classes=3, weights="none", tap=9))
     with pytest.raises(LayoverError, match="unknown method"):
         ModelConfig(backbone="test_convnext", num_classes=3, method="xx")
+    with pytest.raises(LayoverError, match="unknown mix"):
+        ModelConfig(backbone="test_convnext", num_classes=3, mix="convex")

@@ -14,8 +14,8 @@ namespace layover
 namespace
 {
 
-constexpr int32_t kNbInputs = 5;
-constexpr int32_t kH = 0, kZ = 1, kWRs = 2, kOut = 5;
+constexpr int32_t kNbInputs = 6;
+constexpr int32_t kH = 0, kZ = 1, kWRs = 2, kBRs = 3, kWSl = 4, kBSl = 5, kOut = 6;
 
 bool isFloatType(DataType t)
 {
@@ -30,6 +30,43 @@ int32_t toDType(DataType t)
 bool validLayout(int64_t layout)
 {
     return layout == LAYOVER_NCHW || layout == LAYOVER_NHWC || layout == LAYOVER_NLC;
+}
+
+bool validMix(int64_t mix)
+{
+    return mix == LAYOVER_MIX_PAPER || mix == LAYOVER_MIX_RESIDUAL;
+}
+
+// Two extents agree unless both are known (build-time dims may be -1: dynamic) and differ.
+bool agrees(int64_t a, int64_t b)
+{
+    return a < 0 || b < 0 || a == b;
+}
+
+// The channel extent of h in `layout`.
+int64_t channels(Dims const& h, int32_t layout)
+{
+    return layout == LAYOVER_NCHW ? h.d[1] : h.d[h.nbDims - 1];
+}
+
+// A plugin field read as an integer: the ONNX parser may hand attributes over as INT32 or INT64.
+bool readInt(PluginField const& f, int64_t& value)
+{
+    if (f.data == nullptr || f.length != 1)
+    {
+        return false;
+    }
+    if (f.type == PluginFieldType::kINT32)
+    {
+        value = *static_cast<int32_t const*>(f.data);
+        return true;
+    }
+    if (f.type == PluginFieldType::kINT64)
+    {
+        value = *static_cast<int64_t const*>(f.data);
+        return true;
+    }
+    return false;
 }
 
 // h as (B, C, S1, S2) with element strides, for the formats supportsFormatCombination allows.
@@ -62,10 +99,12 @@ void describeH(LayoverFusedMixArgs& a, Dims const& d, TensorFormat format, int32
 
 } // namespace
 
-FusedMixPlugin::FusedMixPlugin(int32_t layout)
+FusedMixPlugin::FusedMixPlugin(int32_t layout, int32_t mix)
     : mLayout(layout)
-    , mField("layout", &mLayout, PluginFieldType::kINT32, 1)
-    , mFields{1, &mField}
+    , mMix(mix)
+    , mField{PluginField("layout", &mLayout, PluginFieldType::kINT32, 1),
+          PluginField("mix", &mMix, PluginFieldType::kINT32, 1)}
+    , mFields{2, mField}
 {
 }
 
@@ -84,7 +123,7 @@ IPluginV3* FusedMixPlugin::clone() noexcept
 {
     try
     {
-        return new FusedMixPlugin(mLayout);
+        return new FusedMixPlugin(mLayout, mMix);
     }
     catch (std::exception const&)
     {
@@ -111,8 +150,18 @@ int32_t FusedMixPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
     int32_t const hRank = mLayout == LAYOVER_NLC ? 3 : 4;
-    bool const ok = nbInputs == kNbInputs && nbOutputs == 1 && in[kH].desc.dims.nbDims == hRank
-        && in[kZ].desc.dims.nbDims == 2 && in[kWRs].desc.dims.nbDims == 2;
+    if (nbInputs != kNbInputs || nbOutputs != 1 || in[kH].desc.dims.nbDims != hRank || in[kZ].desc.dims.nbDims != 2
+        || in[kWRs].desc.dims.nbDims != 2 || in[kBRs].desc.dims.nbDims != 1 || in[kWSl].desc.dims.nbDims != 1
+        || in[kBSl].desc.dims.nbDims != 1)
+    {
+        return -1;
+    }
+    // W_rs is (N, C): N = z's width, C = h's channels; b_rs and w_sl have N entries, b_sl one.
+    Dims const& w = in[kWRs].desc.dims;
+    int64_t const n = in[kZ].desc.dims.d[1];
+    bool const ok = agrees(w.d[0], n) && agrees(w.d[1], channels(in[kH].desc.dims, mLayout))
+        && agrees(in[kBRs].desc.dims.d[0], n) && agrees(in[kWSl].desc.dims.d[0], n)
+        && agrees(in[kBSl].desc.dims.d[0], 1) && agrees(in[kZ].desc.dims.d[0], in[kH].desc.dims.d[0]);
     return ok ? 0 : -1;
 }
 
@@ -158,7 +207,7 @@ bool FusedMixPlugin::supportsFormatCombination(
     {
         return false;
     }
-    if (pos == kWRs + 1 || pos == kWRs + 2) // w_sl, b_sl share w_rs's type
+    if (pos == kBRs || pos == kWSl || pos == kBSl) // b_rs, w_sl, b_sl share w_rs's type
     {
         return d.type == inOut[kWRs].desc.type;
     }
@@ -178,8 +227,7 @@ size_t FusedMixPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, i
     DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
     Dims const& hMax = inputs[kH].max;
-    int64_t const channels = mLayout == LAYOVER_NCHW ? hMax.d[1] : hMax.d[hMax.nbDims - 1];
-    return layover_fused_mix_max_workspace_size(hMax.d[0], channels);
+    return layover_fused_mix_max_workspace_size(hMax.d[0], channels(hMax, mLayout));
 }
 
 int32_t FusedMixPlugin::onShapeChange(
@@ -199,11 +247,12 @@ int32_t FusedMixPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorD
     a.z_dtype = toDType(inputDesc[kZ].type);
     a.N = inputDesc[kZ].dims.d[1];
     a.z_stride_b = a.N, a.z_stride_n = 1;
-    a.w_rs = inputs[kWRs], a.w_sl = inputs[kWRs + 1], a.b_sl = inputs[kWRs + 2];
+    a.w_rs = inputs[kWRs], a.b_rs = inputs[kBRs], a.w_sl = inputs[kWSl], a.b_sl = inputs[kBSl];
     a.w_dtype = toDType(inputDesc[kWRs].type);
-    a.w_rs_stride_n = a.C, a.w_rs_stride_c = 1, a.w_sl_stride = 1;
+    a.w_rs_stride_n = a.C, a.w_rs_stride_c = 1, a.b_rs_stride = 1, a.w_sl_stride = 1;
     a.out = outputs[0];
     a.out_stride_b = outputDesc[0].dims.d[1], a.out_stride_n = 1;
+    a.mix = mMix;
     size_t const bytes = layover_fused_mix_max_workspace_size(a.B, a.C);
     return layover_fused_mix(&a, workspace, bytes, stream) == 0 ? 0 : -1;
 }
@@ -219,8 +268,9 @@ PluginFieldCollection const* FusedMixPlugin::getFieldsToSerialize() noexcept
 }
 
 FusedMixPluginCreator::FusedMixPluginCreator()
-    : mField("layout", nullptr, PluginFieldType::kINT32, 1)
-    , mFields{1, &mField}
+    : mField{PluginField("layout", nullptr, PluginFieldType::kINT32, 1),
+          PluginField("mix", nullptr, PluginFieldType::kINT32, 1)}
+    , mFields{2, mField}
 {
 }
 
@@ -229,25 +279,24 @@ IPluginV3* FusedMixPluginCreator::createPlugin(
 {
     try
     {
-        int64_t layout = LAYOVER_NCHW;
+        // layout defaults to NCHW; mix has no default (the schema requires it): a node without it
+        // would otherwise compute one form where the model was trained with the other.
+        int64_t layout = LAYOVER_NCHW, mix = -1;
         for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
         {
             PluginField const& f = fc->fields[i];
-            if (std::string(f.name) != "layout" || f.data == nullptr || f.length != 1)
+            std::string const name(f.name);
+            if (name == "layout")
             {
-                continue;
+                readInt(f, layout);
             }
-            // The ONNX parser may hand integer attributes over as INT32 or INT64.
-            if (f.type == PluginFieldType::kINT32)
+            else if (name == "mix")
             {
-                layout = *static_cast<int32_t const*>(f.data);
-            }
-            else if (f.type == PluginFieldType::kINT64)
-            {
-                layout = *static_cast<int64_t const*>(f.data);
+                readInt(f, mix);
             }
         }
-        return validLayout(layout) ? new FusedMixPlugin(static_cast<int32_t>(layout)) : nullptr;
+        bool const ok = validLayout(layout) && validMix(mix);
+        return ok ? new FusedMixPlugin(static_cast<int32_t>(layout), static_cast<int32_t>(mix)) : nullptr;
     }
     catch (std::exception const&)
     {

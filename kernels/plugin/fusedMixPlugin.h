@@ -1,8 +1,9 @@
 // TensorRT IPluginV3 plugin LayoverFusedMix: the fused Layover branch as one engine layer. Its
 // name, version and namespace are compile definitions that the root CMakeLists.txt reads from
 // LayoverFusedMix_PluginConfig.yaml (identity.cmake), the file kernels/identity.py reads too.
-// Inputs h, z, w_rs, w_sl, b_sl; output z' (shape and type of z). One serialized field, `layout`
-// (0 NCHW, 1 NHWC, 2 NLC). enqueue calls the C launcher in kernels/fused_mix.h.
+// Inputs h, z, w_rs, b_rs, w_sl, b_sl; output z' (shape and type of z). Two serialized fields,
+// `layout` (0 NCHW, 1 NHWC, 2 NLC) and `mix` (0 paper, 1 residual). enqueue calls the C launcher
+// in kernels/fused_mix.h.
 // Written against the public TensorRT 10 headers (also compiles with 11).
 #ifndef LAYOVER_FUSED_MIX_PLUGIN_H
 #define LAYOVER_FUSED_MIX_PLUGIN_H
@@ -28,8 +29,8 @@ class FusedMixPlugin final : public nvinfer1::IPluginV3,
                              public nvinfer1::IPluginV3OneRuntime
 {
 public:
-    explicit FusedMixPlugin(int32_t layout);
-    FusedMixPlugin(FusedMixPlugin const&) = delete; // mField points into this object
+    FusedMixPlugin(int32_t layout, int32_t mix);
+    FusedMixPlugin(FusedMixPlugin const&) = delete; // mField's entries point into this object
     FusedMixPlugin& operator=(FusedMixPlugin const&) = delete;
 
     // IPluginV3
@@ -65,7 +66,8 @@ public:
 
 private:
     int32_t mLayout;
-    nvinfer1::PluginField mField;
+    int32_t mMix;
+    nvinfer1::PluginField mField[2]; // point into this object: layout, mix
     nvinfer1::PluginFieldCollection mFields;
 };
 
@@ -82,7 +84,7 @@ public:
     char const* getPluginNamespace() const noexcept override;
 
 private:
-    nvinfer1::PluginField mField;
+    nvinfer1::PluginField mField[2];
     nvinfer1::PluginFieldCollection mFields;
 };
 

@@ -63,7 +63,7 @@ def read_tensors(path: str | Path, name: str, expected: Mapping[str, Any], what:
         raise LayoverError(f"cannot read {file}: {e}") from None
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         raise LayoverError(f"{file} does not match the {what} described by config.json "
-                           f"(a checkpoint from another backbone, tap or class count?)")
+                           f"(a checkpoint from another backbone, tap, mix or class count?)")
     return state
 
 

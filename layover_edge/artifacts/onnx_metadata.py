@@ -22,7 +22,7 @@ def checkpoint_metadata(cfg, form: str, opset: int, high_precision: list[str]) -
     return {"format": FORMAT, "labels": list(cfg.labels), "thresholds": cfg.thresholds,
             "image_size": cfg.image_size, "mean": list(cfg.mean), "std": list(cfg.std),
             "interpolation": cfg.interpolation or "bilinear", "method": cfg.method, "backbone": cfg.backbone,
-            "tap": cfg.tap, "rs": cfg.rs, "opset": opset, "form": form, "precision": "fp32",
+            "tap": cfg.tap, "rs": cfg.rs, "mix": cfg.mix, "opset": opset, "form": form, "precision": "fp32",
             "input": INPUT, "outputs": list(OUTPUTS), "high_precision_nodes": high_precision}
 
 

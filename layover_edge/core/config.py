@@ -7,9 +7,15 @@ from typing import Any
 
 from .errors import LayoverError
 
-METHODS = ("lp", "rm", "ft")
-# linear: pool, Linear C→N, sigmoid (the official BiT code); pool1d: the paper's eq. 3 for tokens
+METHODS = ("lp", "rm", "ft", "concat")
+# linear: pool, Linear C→N (the official BiT code); pool1d: the paper's eq. 3 for tokens
 RS_VARIANTS = ("linear", "pool1d")
+# How the RM branch ĥ meets the pre-logits z (kernels/reference.py has the maths), the default
+# first: residual z' = z + α·ĥ with a linear ĥ on the standardised tap; paper, eq. 5-6 exactly:
+# z' = α·sigmoid(W_rs·p) + (1−α)·z. README "The method" says why residual is the default.
+MIXES = ("residual", "paper")
+# What a checkpoint written before the mix existed used: the paper's form.
+LEGACY_MIX = "paper"
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,9 @@ class ModelConfig:
     method: str = "rm"
     tap: int = 1
     rs: str = "linear"
-    weights: str = "pretrained"  # "pretrained" (timm hub), "none" (random) or a file path
+    mix: str = MIXES[0]
+    # "pretrained" (timm hub), "none" (random), a weights package (efficientnet-lite0) or a file path
+    weights: str = "pretrained"
     image_size: int | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -49,12 +57,19 @@ class ModelConfig:
             raise LayoverError(f"unknown method {self.method!r}; choose one of {METHODS}")
         if self.rs not in RS_VARIANTS:
             raise LayoverError(f"unknown RS variant {self.rs!r}; choose one of {RS_VARIANTS}")
+        if self.mix not in MIXES:
+            raise LayoverError(f"unknown mix {self.mix!r}; choose one of {MIXES}")
         if self.labels and len(self.labels) != self.num_classes:
             raise LayoverError(f"{len(self.labels)} label names for {self.num_classes} classes")
         if not self.labels:
             self.labels = [f"class_{i}" for i in range(self.num_classes)]
         if self.thresholds is not None and len(self.thresholds) != self.num_classes:
             raise LayoverError(f"{len(self.thresholds)} thresholds for {self.num_classes} classes")
+
+    @property
+    def fused_branch(self) -> bool:
+        """Whether the model holds the fused RM branch (``torch.ops.layover.fused_mix``, the plugin)."""
+        return self.method in ("rm", "ft") and self.rs == "linear"
 
     @property
     def resolved(self) -> bool:
@@ -76,6 +91,7 @@ class ModelConfig:
         if unknown:
             raise LayoverError(f"unknown model config keys: {sorted(unknown)}")
         d = dict(d)
+        d.setdefault("mix", LEGACY_MIX)  # written before the field existed: the paper's form it was
         for key in ("mean", "std"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])

@@ -15,6 +15,7 @@ from layover_edge.artifacts.checkpoint import (
 )
 from layover_edge.core.config import ModelConfig
 
+from .heads import fold_standardisation
 from .model import LayoverModel, build_model, resolve_config
 
 
@@ -29,6 +30,7 @@ def save_checkpoint(model: LayoverModel, cfg: ModelConfig, path: str | Path, ext
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[LayoverModel, ModelConfig]:
+    """The model in its deployed form: a residual head's standardisation folded into its weights."""
     cfg, _ = read_config(path)
     has_backbone = stores_backbone(cfg)
     model = build_model(cfg, load_weights=not has_backbone)
@@ -36,4 +38,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = read_tensors(path, BACKBONE, model.backbone.model.state_dict(), f"backbone {cfg.backbone}")
         model.backbone.model.load_state_dict(state)
     model.head.load_state_dict(read_tensors(path, HEAD, model.head.state_dict(), f"{cfg.method} head"))
+    fold_standardisation(model.head)
     return model.to(map_location).eval(), cfg

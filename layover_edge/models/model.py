@@ -11,7 +11,7 @@ from layover_edge.core.config import ModelConfig
 from layover_edge.core.errors import LayoverError
 
 from .backbone import Backbone
-from .heads import LayoverHead, LinearProbe
+from .heads import ConcatHead, LayoverHead, LinearProbe
 from .weights import load_backbone_weights
 
 
@@ -77,7 +77,9 @@ def resolve_config(cfg: ModelConfig) -> ModelConfig:
 def build_head(cfg: ModelConfig, backbone: Backbone) -> nn.Module:
     if cfg.method == "lp":
         return LinearProbe(backbone.num_features, cfg.num_classes)
-    return LayoverHead(backbone.tap_channels[0], backbone.num_features, cfg.num_classes, cfg.rs)
+    if cfg.method == "concat":
+        return ConcatHead(backbone.tap_channels[0], backbone.num_features, cfg.num_classes)
+    return LayoverHead(backbone.tap_channels[0], backbone.num_features, cfg.num_classes, cfg.rs, cfg.mix)
 
 
 RANDOM_INIT_SEED = 0

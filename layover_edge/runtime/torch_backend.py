@@ -159,7 +159,7 @@ class TorchBackend(Backend):
                 "torch": torch.__version__}
         if cuda:
             meta["cuda"] = torch.version.cuda
-            if self.cfg.method != "lp":
+            if self.cfg.fused_branch:
                 from layover_edge.kernels import op
                 meta["rm_branch"] = ("triton fused_mix" if op.HAS_TRITON and op.triton_error is None
                                      else "reference fused_mix")

@@ -1,5 +1,5 @@
 """Training and validation batches: cached features (pooled tap, z) where the method allows it
-(LP, RM with the linear RS), images otherwise (FT, pool1d RS).
+(LP, concat, RM with the linear RS), images otherwise (FT, pool1d RS).
 
 Under torchrun (see ``core.distributed``): image batches are sharded by a DistributedSampler and
 the one-process run draws its order from the same sampler, so both see the same images per step.
@@ -80,7 +80,7 @@ class ImageBatches:
 
 
 def trains_from_cache(cfg: ModelConfig) -> bool:
-    return cfg.method == "lp" or (cfg.method == "rm" and cfg.rs == "linear")
+    return cfg.method in ("lp", "concat") or (cfg.method == "rm" and cfg.rs == "linear")
 
 
 def cached_split(cfg: ModelConfig, dataset, split: str, cache_root: Path, tcfg: TrainConfig,
@@ -107,7 +107,7 @@ def split_batches(cfg: ModelConfig, tcfg: TrainConfig, dataset, split: str, cach
     """The split as training/validation batches: cached features or images."""
     if cache_root is not None and trains_from_cache(cfg):
         cache = cached_split(cfg, dataset, split, cache_root, tcfg, progress)
-        p, z, y = cache.tensors(cfg.tap if cfg.method == "rm" else None)
+        p, z, y = cache.tensors(None if cfg.method == "lp" else cfg.tap)
         return CachedBatches(p, z, y, tcfg.batch_size, shuffle, tcfg.seed,
                              skipped=[(s["index"], s["reason"]) for s in cache.skipped])
     return image_batches(cfg, dataset, tcfg.batch_size, shuffle, tcfg.num_workers, tcfg.seed)

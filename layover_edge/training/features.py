@@ -25,6 +25,9 @@ from layover_edge.kernels.reference import pool
 from layover_edge.models import build_backbone, resolve_config
 
 VERSION = 1
+# A channel's σ is at least this fraction of the mean σ over channels: a channel that barely varies
+# over the training split (a dead ReLU) must not turn W_rs/σ into an amplifier of rounding noise.
+STD_FLOOR = 1e-3
 
 
 def weights_id(cfg: ModelConfig) -> str:
@@ -76,6 +79,14 @@ class FeatureCache:
         y = torch.from_numpy(np.asarray(self._array("targets")[keep], dtype=np.float32))
         p = None if tap is None else torch.from_numpy(np.asarray(self._array(f"tap{tap}")[keep], dtype=np.float32))
         return p, z, y
+
+    def tap_statistics(self, tap: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the pooled tap over the readable images: the standardisation
+        a residual RM or concat head trains with (σ floored at STD_FLOOR of the mean σ)."""
+        p = self.tensors(tap)[0].double()
+        mean, std = p.mean(0), p.std(0) if len(p) > 1 else torch.ones(p.shape[1], dtype=torch.float64)
+        std = std.clamp_min(max(STD_FLOOR * float(std.mean()), 1e-12))
+        return mean.float(), std.float()
 
 
 def _open_arrays(root: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]], fresh: bool) -> dict:

@@ -1,7 +1,13 @@
 """One training run end to end, the library call behind ``layover-edge train`` and
 ``layover_edge.train``: resolve the config, features from the cache where the method allows it
-(LP, RM with the linear RS) or images otherwise (FT, pool1d RS), fit, reload the best epoch,
-and report what a user should know (unreadable images, a closed gate).
+(LP, concat, RM with the linear RS) or images otherwise (FT, pool1d RS), fit, reload the best
+epoch, and report what a user should know (unreadable images, a closed gate).
+
+Heads that standardise the pooled tap (residual RM, concat) take its per-channel statistics from
+the training split's feature cache, once, before training, and keep them fixed. That holds for FT
+too: the statistics are the initial backbone's (the cache is extracted for them if need be), W_rs
+and b_rs train on top of them, and as the backbone moves they remain a fixed affine
+reparametrisation of W_rs that the training corrects for; the deployed head folds them in.
 
 Under torchrun (see ``core.distributed``): extraction is sharded over ranks, image batches are
 sharded by a DistributedSampler and trained with DDP, cached heads train on rank 0 alone.
@@ -19,9 +25,9 @@ from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import write_json
 from layover_edge.core.tables import format_table
 from layover_edge.data.loading import skipped_report, skipped_text
-from layover_edge.models import LayoverModel, build_model, load_checkpoint, resolve_config
+from layover_edge.models import LayoverModel, build_model, load_checkpoint, resolve_config, standardisation
 
-from .batches import CachedBatches, split_batches
+from .batches import CachedBatches, cached_split, split_batches
 from .loop import FitResult, fit
 from .metrics import METRIC_KEYS
 
@@ -29,24 +35,38 @@ from .metrics import METRIC_KEYS
 GATE_CLOSED = 0.05
 
 
-def gate_warnings(best: dict) -> list[str]:
+def gate_warnings(best: dict, cfg: ModelConfig) -> list[str]:
     alpha = best.get("alpha_mean")
     if alpha is None or alpha >= GATE_CLOSED:
         return []
-    return [f"the gate α averages {alpha:.3f} at the best epoch: the RM branch is nearly switched off and RM "
-            f"reduces to LP. Closing the gate is the quickest way down the loss while the branch is still "
-            f"noise; another tap (--tap), learning rate (--lr) or more epochs may keep it open "
-            f"(metrics.json has α per epoch)."]
+    closed = (f"the gate α averages {alpha:.3g} at the best epoch: the RM branch is nearly switched off and RM "
+              f"reduces to LP (metrics.json has α per epoch). ")
+    if cfg.mix == "paper":
+        return [closed + "The paper's convex mix of a sigmoid-squashed ĥ closes the gate on backbones whose "
+                "pre-logits pass a ReLU; try the default --mix residual, whose gate stayed open (α 0.6-0.98) on "
+                "every backbone measured (README, 'The method')."]
+    return [closed + f"The tap @{cfg.tap} may add nothing z lacks here: try another --tap, a lower --lr, or "
+            f"compare with --method concat (a linear head on z and the tap)."]
+
+
+def set_standardisation(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train_ds, cache_root: Path,
+                        progress: bool) -> None:
+    """Give a head that standardises the tap (residual RM, concat) the training split's statistics."""
+    std = standardisation(model.head)
+    if std is not None:
+        std.set_(*cached_split(cfg, train_ds, "train", cache_root, tcfg, progress).tap_statistics(cfg.tap))
 
 
 def train_run(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, cache_root: Path | None,
               resume: bool = False, progress: bool = True) -> tuple[FitResult, LayoverModel]:
     """Build, train and return the fit result (with the unreadable images of each split) and
-    the best epoch's model."""
+    the best epoch's model. ``cache_root`` None trains from images; a head's tap statistics then
+    come from a cache in ``out/features``."""
     cfg = resolve_config(cfg)
     torch.manual_seed(tcfg.seed)
     progress = progress and distributed.is_main()
     model = build_model(cfg)
+    set_standardisation(model, cfg, tcfg, train_ds, cache_root or Path(out) / "features", progress)
     train = split_batches(cfg, tcfg, train_ds, "train", cache_root, True, progress)
     val = split_batches(cfg, tcfg, val_ds, "val", cache_root, False, progress)
     if isinstance(train, CachedBatches) and distributed.world_size() > 1:
@@ -80,13 +100,14 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: str | Path
     out = Path(out)
     cache = Path(cache) if cache else out / "features"
     result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, resume, progress)
-    warnings = gate_warnings(result.best)
+    warnings = gate_warnings(result.best, cfg)
     summary = {"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch, "best": result.best,
                "train_seconds": round(result.seconds, 3), "history": result.history,
                "processes": distributed.world_size(), "unreadable": result.skipped, "warnings": warnings}
     if distributed.is_main():
         write_json(out / "unreadable.json", result.skipped)
-    name = cfg.method.upper() + (f"@{cfg.tap}" if cfg.method != "lp" else "")
+    name = cfg.method.upper() + (f"@{cfg.tap}" if cfg.method != "lp" else "") + (
+        f" ({cfg.mix} mix)" if cfg.method in ("rm", "ft") else "")
     text = (f"best epoch {result.best_epoch}/{tcfg.epochs}, {result.seconds:.1f} s of training; checkpoint "
             f"{result.checkpoint}\n\n{format_table({name: result.best}, METRIC_KEYS)}"
             + "".join(f"\nwarning: {w}" for w in warnings)
