@@ -12,7 +12,7 @@ from layover_edge.core.errors import LayoverError
 
 from .backbone import Backbone
 from .heads import ConcatHead, LayoverHead, LinearProbe
-from .weights import load_backbone_weights
+from .weights import BUILTIN, load_backbone_weights, trained_preprocess
 
 
 class LayoverModel(nn.Module):
@@ -60,14 +60,21 @@ def create_timm(name: str, pretrained: bool = False) -> nn.Module:
 
 
 def resolve_config(cfg: ModelConfig) -> ModelConfig:
-    """``cfg`` with image size, mean, std and interpolation taken from the backbone's timm
-    pretrained config where unset (the config is not changed; nothing is built or downloaded)."""
+    """``cfg`` with image size, mean, std and interpolation filled in where unset: from what the
+    weights say they were trained with (``weights.trained_preprocess``: a weights package), else
+    from the backbone's timm pretrained config. The config is not changed; nothing is built or
+    downloaded. The one place a model's preprocessing is decided."""
     if cfg.resolved:
         return cfg
     pretrained = timm.models.get_pretrained_cfg(cfg.backbone)
     if pretrained is None and not timm.is_model(cfg.backbone.split(".")[0]):
         raise LayoverError(f"unknown backbone {cfg.backbone!r} (see timm.list_models())")
-    data = timm.data.resolve_data_config(pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    trained = trained_preprocess(cfg.weights)
+    if trained is not None:
+        data = {"input_size": (3, trained.image_size, trained.image_size), "mean": trained.mean, "std": trained.std,
+                "interpolation": trained.interpolation}
+    else:
+        data = timm.data.resolve_data_config(pretrained_cfg=pretrained.to_dict() if pretrained else {})
     return replace(cfg, image_size=cfg.image_size or int(data["input_size"][-1]),
                    mean=cfg.mean or tuple(float(v) for v in data["mean"]),
                    std=cfg.std or tuple(float(v) for v in data["std"]),
@@ -93,7 +100,7 @@ def build_backbone(cfg: ModelConfig, taps: list[int] | None, load_weights: bool 
         # on it hold the same backbone, whatever the caller's random state
         torch.manual_seed(RANDOM_INIT_SEED)
         timm_model = create_timm(cfg.backbone, pretrained=pretrained)
-    if load_weights and cfg.weights not in ("pretrained", "none"):
+    if load_weights and cfg.weights not in BUILTIN:
         load_backbone_weights(timm_model, cfg.weights)
     return Backbone(timm_model, taps)
 

@@ -22,7 +22,7 @@ from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import read_json, sha256, write_json
 from layover_edge.data.loading import Skipped, image_loader, skipped_report
 from layover_edge.kernels.reference import pool
-from layover_edge.models import build_backbone, resolve_config
+from layover_edge.models import build_backbone, resolve_config, weights_path
 
 VERSION = 1
 # A channel's σ is at least this fraction of the mean σ over channels: a channel that barely varies
@@ -31,10 +31,10 @@ STD_FLOOR = 1e-3
 
 
 def weights_id(cfg: ModelConfig) -> str:
-    """What identifies the backbone weights: the timm tag, 'none', or the file's sha256."""
+    """What identifies the backbone weights: the timm tag, 'none', or the weights file's sha256."""
     if cfg.weights in ("pretrained", "none"):
         return f"{cfg.weights}:{cfg.backbone}"
-    return f"sha256:{sha256(cfg.weights)}"
+    return f"sha256:{sha256(weights_path(cfg.weights))}"
 
 
 def manifest_for(cfg: ModelConfig, dataset, split: str) -> dict:
