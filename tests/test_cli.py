@@ -64,14 +64,18 @@ def test_demo_writes_results_report_and_plot(tmp_path):
     results = run_demo(DemoConfig.quick(), tmp_path, progress=False, device="cpu")
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["methods"]) == {"LP", "RM", "FT"}
-    for m in saved["methods"].values():
-        assert {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "params_trainable", "train_seconds", "AP"} <= set(m)
+    assert set(saved["taps"]) == {f"{m}@{t}{s}" for t in (1, 2, 3) for m, s in (("RM", ""), ("RM", " (paper)"),
+                                                                                 ("concat", ""))}
+    for m in [*saved["methods"].values(), *saved["taps"].values()]:
+        assert {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "AP_small", "AP_large", "params_trainable",
+                "train_seconds", "AP"} <= set(m)
         assert len(m["AP"]) == DemoConfig.quick().num_classes
     assert set(saved["methods"]["RM"]["alpha_per_class"]) == set(saved["data"]["classes"])
     assert saved["methods"]["LP"]["params_trainable"] < saved["methods"]["RM"]["params_trainable"] \
         < saved["methods"]["FT"]["params_trainable"]
     report = (tmp_path / "report.md").read_text()
     assert "Table 1" in report and f"{results['methods']['LP']['mAP']:.1f}" in report
+    assert "AP on small and on large objects" in report and "RM@2 (paper)" in report
     assert (tmp_path / "per_class_ap.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -91,8 +95,12 @@ def test_readme_documents_every_verb():
         assert f"| `{verb}` |" in readme and f"layover-edge {verb} " in readme, verb
 
 
-def test_a_closed_gate_is_reported_after_training():
+def test_a_closed_gate_is_reported_after_training_with_what_to_try():
+    from layover_edge.core.config import ModelConfig
     from layover_edge.training.run import GATE_CLOSED, gate_warnings
-    assert "switched off" in gate_warnings({"mAP": 40.0, "alpha_mean": GATE_CLOSED / 5})[0]
-    assert gate_warnings({"mAP": 40.0, "alpha_mean": 0.8}) == []
-    assert gate_warnings({"mAP": 40.0}) == []  # LP and FT rows have no gate
+    paper, residual = (ModelConfig(backbone="test_resnet", num_classes=3, mix=m) for m in ("paper", "residual"))
+    closed = {"mAP": 40.0, "alpha_mean": GATE_CLOSED / 5}
+    assert "switched off" in gate_warnings(closed, paper)[0] and "--mix residual" in gate_warnings(closed, paper)[0]
+    assert "--tap" in gate_warnings(closed, residual)[0] and "--mix" not in gate_warnings(closed, residual)[0]
+    assert gate_warnings({"mAP": 40.0, "alpha_mean": 0.8}, paper) == []
+    assert gate_warnings({"mAP": 40.0}, paper) == []  # LP and concat rows have no gate

@@ -18,7 +18,7 @@ from layover_edge.artifacts.onnx_metadata import get_metadata  # noqa: E402
 from layover_edge.cli import main  # noqa: E402
 from layover_edge.core.errors import LayoverError  # noqa: E402
 from layover_edge.export.onnx import check_onnx, export_onnx  # noqa: E402
-from layover_edge.kernels.identity import PLUGIN_DOMAIN, PLUGIN_NAME  # noqa: E402
+from layover_edge.kernels.identity import MIX_CODES, PLUGIN_DOMAIN, PLUGIN_NAME  # noqa: E402
 from layover_edge.runtime.factory import open_backend  # noqa: E402
 
 CALIB = 64  # small for speed: the < 300 warning is asserted below
@@ -52,10 +52,16 @@ def test_export_writes_all_graphs_with_metadata(exported, demo):
         assert [o.name for o in proto.graph.output] == ["logits", "probabilities"]
 
 
+def plugin_nodes(path):
+    return [n for n in onnx.load(str(path)).graph.node if n.domain == PLUGIN_DOMAIN]
+
+
 def test_plugin_graph_has_one_plugin_node(exported):
     proto = onnx.load(str(exported / "model.plugin.onnx"))
-    plugin = [n for n in proto.graph.node if n.domain == PLUGIN_DOMAIN]
+    plugin = plugin_nodes(exported / "model.plugin.onnx")
     assert [n.op_type for n in plugin] == [PLUGIN_NAME]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in plugin[0].attribute}
+    assert attrs["mix"] == MIX_CODES["residual"] and len(plugin[0].input) == 6  # the demo's RM: the default mix
     assert not any(n.op_type == "ReduceMean" and n.name.startswith("node_ReduceMean") for n in proto.graph.node)
 
 
@@ -155,3 +161,18 @@ def test_lp_checkpoint_exports_portable_only(demo, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["model.onnx"]
     with pytest.raises(LayoverError, match="plugin form needs the fused RM branch"):
         export_onnx(lp, tmp_path / "p.onnx", form="plugin")
+
+
+@pytest.mark.parametrize("form", ["portable", "plugin"])
+def test_a_paper_mix_checkpoint_exports_and_passes_parity(demo, tmp_path, form):
+    paper = demo.parent.parent / "rm1-paper" / "best"
+    assert json.loads((paper / "config.json").read_text())["model"]["mix"] == "paper"
+    path = export_onnx(paper, tmp_path / f"{form}.onnx", form=form)  # verifies ONNX Runtime against PyTorch
+    if form == "plugin":
+        (node,) = plugin_nodes(path)
+        assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}["mix"] == MIX_CODES["paper"]
+    out = tmp_path / "report"
+    assert main(["parity", str(paper), "--against", str(path), "--data", "synthetic:val", "--size", "64",
+                 "--out", str(out), "--quiet", "--json"]) == 0
+    result = json.loads((out / "parity.json").read_text())
+    assert result["passed"] and result["tensor"]["logits"]["max_abs"] <= 1e-3

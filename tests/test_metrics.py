@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, precision_score, recall_sco
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from layover_edge.core.tables import format_table
-from layover_edge.training.metrics import average_precision, multilabel_metrics
+from layover_edge.training.metrics import average_precision, multilabel_metrics, size_ap
 
 
 def _random_case(seed: int, n: int = 300, k: int = 7, ties: bool = False, ignored: float = 0.0):
@@ -150,3 +150,34 @@ def test_format_table():
         "| LP | 80.0 | 75.2 | 12288 |",
         "| RM@1 | 86.0 | - | - |",
     ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_size_ap_is_sklearn_ap_on_the_images_without_the_other_size(seed):
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(10, 80)), int(rng.integers(1, 6))
+    scores = np.round(rng.random((n, k)), int(rng.integers(1, 4)))  # coarse rounding: ties
+    present, is_small = rng.random((n, k)) < 0.4, rng.random((n, k)) < 0.5
+    small, large = present & is_small, present & ~is_small
+    got = size_ap(scores, small, large)
+    for name, this, other in (("small", small, large), ("large", large, small)):
+        expected = []
+        for c in range(k):
+            keep = ~other[:, c]
+            if not this[keep, c].any():
+                assert math.isnan(got[f"AP_{name}_per_class"][c])
+                continue
+            expected.append(100 * average_precision_score(this[keep, c], scores[keep, c]))
+            assert got[f"AP_{name}_per_class"][c] == pytest.approx(expected[-1], abs=1e-9)
+        assert got[f"AP_{name}"] == pytest.approx(np.mean(expected), abs=1e-9) if expected else math.isnan(got[f"AP_{name}"])
+
+
+def test_size_masks_of_the_synthetic_scenes_follow_their_objects():
+    from layover_edge.data.synthetic import SyntheticScenes
+    ds = SyntheticScenes("val", 12, 64, 10)
+    small, large = ds.size_masks([3, 5])
+    for row, i in enumerate((3, 5)):
+        objects = ds.objects(i)
+        assert set(np.flatnonzero(large[row])) == {o.class_index for o in objects if not o.is_small}
+        assert set(np.flatnonzero(small[row])) == {o.class_index for o in objects if o.is_small}
+        assert large[row].sum() == 1 and 1 <= small[row].sum() <= 4

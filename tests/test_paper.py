@@ -19,13 +19,18 @@ def run_paper(args, capsys):
     return json.loads(capsys.readouterr().out)
 
 
-def check_tables(out, results, classes, taps, ft):
+def check_tables(out, results, classes, taps, ft, concat=False):
     text = (out / "tables.md").read_text()
     for title in ("Table 1", "Table 2", "Table 3", "Table 4"):
         assert f"## {title}" in text
     entry = results["backbones"]["test_convnext"]
     assert set(entry["methods"]) == {"LP", "RM", *(["FT"] if ft else [])}
-    assert list(entry["taps"]) == [f"RM@{t}" for t in taps]
+    assert list(entry["taps"]) == [name for t in taps for name in
+                                   (f"RM@{t}", f"RM@{t} (paper)", *([f"concat@{t}"] if concat else []))]
+    assert {entry["taps"][f"RM@{t}"]["mix"] for t in taps} == {"residual"}
+    assert {entry["taps"][f"RM@{t} (paper)"]["mix"] for t in taps} == {"paper"}
+    if ft:
+        assert entry["methods"]["FT"]["mix"] == "residual"
     lp, rm = entry["methods"]["LP"], entry["methods"]["RM"]
     assert rm["params_trainable"] > lp["params_trainable"] > 0
     assert set(lp["AP"]) == set(classes) and set(rm["alpha_per_class"]) == set(classes)
@@ -44,8 +49,14 @@ def check_tables(out, results, classes, taps, ft):
 
 def test_paper_on_the_synthetic_set(tmp_path, capsys):
     res = run_paper(["--data", "synthetic", "--train-size", "48", "--val-size", "32", "--data-image-size", "32",
-                     "--taps", "1", "2", "3", "--epochs", "2", "--ft-epochs", "1", "--out", str(tmp_path)], capsys)
-    check_tables(tmp_path, res, SyntheticScenes("val", 1, 32).classes, (1, 2, 3), ft=True)
+                     "--taps", "1", "2", "3", "--concat", "--epochs", "2", "--ft-epochs", "1", "--out", str(tmp_path)],
+                    capsys)
+    check_tables(tmp_path, res, SyntheticScenes("val", 1, 32).classes, (1, 2, 3), ft=True, concat=True)
+    # the synthetic scenes know their objects' sizes: AP on small and on large objects for every method and tap
+    entry = res["backbones"]["test_convnext"]
+    for m in [*entry["methods"].values(), *entry["taps"].values()]:
+        assert 0 <= m["AP_small"] <= 100 and 0 <= m["AP_large"] <= 100
+    assert "## Object-size AP" in (tmp_path / "tables.md").read_text()
     # one cache per backbone serves LP and every RM tap
     assert sorted(p.name for p in (tmp_path / "features" / "test_convnext").iterdir()) == ["train", "val"]
 
@@ -113,6 +124,8 @@ def test_paper_on_coco_and_voc_format_sets(tmp_path, capsys, fmt):
     res = run_paper(["--data", fmt, "--data-root", str(data), "--taps", "1", "2", "--epochs", "1",
                      "--ft-epochs", "0", "--out", str(out)], capsys)
     check_tables(out, res, classes, (1, 2), ft=False)
+    assert "AP_small" not in res["backbones"]["test_convnext"]["methods"]["LP"]  # no object sizes in these files
+    assert "## Object-size AP" not in (out / "tables.md").read_text()
     splits = ("train", "val") if fmt == "coco2014" else ("trainval", "test")
     assert sorted(p.name for p in (out / "features" / "test_convnext").iterdir()) == sorted(splits)
     n_train = res["data"]["train_images"]
@@ -122,3 +135,20 @@ def test_paper_on_coco_and_voc_format_sets(tmp_path, capsys, fmt):
         assert res["data"]["val_images"] == 24 and not targets[0].any()  # kept, all negative
     else:
         assert (targets == -1).any()  # difficult-only labels stay ignored through the cache
+
+
+def test_ft_epochs_are_planned_within_the_budget_and_the_report_says_so():
+    from layover_edge.apps.paper import plan_ft
+    from layover_edge.apps.reports import _ft_text
+    from layover_edge.core.config import ModelConfig, TrainConfig
+    from layover_edge.models import resolve_config
+    cfg = resolve_config(ModelConfig(backbone="test_convnext", num_classes=5, weights="none", method="ft", image_size=32))
+    ds = SyntheticScenes("train", 16, 32, 5)
+    tcfg = TrainConfig(epochs=7, batch_size=8, device="cpu")
+    assert plan_ft(cfg, tcfg, ds, ds, 1e9, 100.0)["epochs"] == 7  # ample time: what was asked for
+    plan = plan_ft(cfg, tcfg, ds, ds, 0.0, 100.0)
+    assert plan["epochs"] == 0 and plan["step_s"] > 0 and plan["epoch_s"] > 0
+    assert "did not run" in _ft_text({"ft_plan": plan, "methods": {}})
+    short = plan | {"epochs": 2}
+    assert "2 of 7 epochs" in _ft_text({"ft_plan": short, "methods": {}}) and "under-trained" in _ft_text(
+        {"ft_plan": short, "methods": {}})

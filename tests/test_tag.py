@@ -12,7 +12,7 @@ from layover_edge.apps.tag import Preprocessor, Tagger, select_tags
 from layover_edge.cli import main
 from layover_edge.core.config import ModelConfig
 from layover_edge.data.loading import build_transform
-from layover_edge.models import build_model, save_checkpoint
+from layover_edge.models import build_model, load_checkpoint, save_checkpoint
 from layover_edge.runtime.torch_backend import TorchBackend
 
 cv2 = pytest.importorskip("cv2")
@@ -135,7 +135,7 @@ def test_wrong_model_kind_is_one_line(tmp_path, capsys):
 
 def test_ctrl_c_finishes_output_and_summary(checkpoint, folder):
     backend = TorchBackend(checkpoint)
-    real, calls = backend.predict, []
+    real, calls = backend.predict_with_alpha, []
 
     def interrupted(x):
         calls.append(len(x))
@@ -143,7 +143,7 @@ def test_ctrl_c_finishes_output_and_summary(checkpoint, folder):
             raise KeyboardInterrupt
         return real(x)
 
-    backend.predict = interrupted
+    backend.predict_with_alpha = interrupted
     lines = []
     summary = Tagger(backend, lines.append, batch_size=3, progress=False).run(open_sources([str(folder)]))
     # the first batch is corrupt.png (sorts first, skipped) + two images; the second is interrupted
@@ -164,3 +164,15 @@ def test_tag_with_onnx_runtime(checkpoint, folder, tmp_path, capsys):
     for a, b in zip(onnx_lines, torch_lines):
         assert [t["label"] for t in a["labels"]] == [t["label"] for t in b["labels"]] or \
             max(abs(x["score"] - 0.5) for x in a["labels"] + b["labels"]) < 1e-3  # a tie at the threshold
+
+
+def test_tag_summary_carries_the_mean_gate(checkpoint, folder, tmp_path, capsys):
+    rc, out, _ = run(capsys, folder, "--model", checkpoint, "--jsonl", tmp_path / "tags.jsonl", "--json")
+    assert rc == 0
+    model, cfg = load_checkpoint(checkpoint)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("img_*.png"))]
+    x = torch.from_numpy(Preprocessor(TorchBackend(checkpoint).info.preprocess)(images))
+    with torch.no_grad():  # α written out from the head's gate weights
+        _, z = model.features(x)
+        alpha = torch.sigmoid(z @ model.head.sl.weight.T + model.head.sl.bias)
+    assert json.loads(out)["alpha_mean"] == pytest.approx(alpha.mean().item(), abs=1e-4)

@@ -1,15 +1,20 @@
 """The paper's experiments end to end, for a list of backbones on one data set.
 
-Per backbone: extract the feature cache once (train and validation), train LP and RM@k for
-every requested tap from it, FT from images, evaluate the best epoch of each on the
-validation split, and write the paper's tables (``tables.md``, ``results.json``):
+Per backbone: extract the feature cache once (train and validation), train LP, RM@k in each
+requested mix (``RM@k`` is the default residual mix, ``RM@k (paper)`` the paper's eq. 5-6) and,
+on request, the concat baseline for every requested tap from it, FT from images, evaluate the
+best epoch of each on the validation split, and write the paper's tables (``tables.md``,
+``results.json``):
 
 * Table 1: trainable Params (M), mAP, CP, CR, CF1, OP, OR, OF1 per backbone and method (RM = RM@1);
 * Table 2: mAP per tap (RM@1, RM@2, ...) beside LP and FT, one column per backbone;
 * Table 3: the classes with the largest mean α (RM@1), with their LP and RM AP;
 * Table 4: per-class AP, LP vs RM@1, sorted by LP AP, with the difference;
+* where the data set knows its objects' sizes: AP on small and on large objects, mean α and cost
+  of every method and tap;
 
-plus the hard-instance gallery and an EigenCAM grid of its first images (Figure 2).
+plus the hard-instance gallery and an EigenCAM grid of its first images (Figure 2). With a time
+budget (``budget_s``), FT's epochs are capped to what LP and RM leave, from its first steps timed.
 """
 from __future__ import annotations
 
@@ -22,16 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from layover_edge.core import distributed
-from layover_edge.core.config import ModelConfig, TrainConfig
+from layover_edge.core.config import MIXES, ModelConfig, TrainConfig
 from layover_edge.core.device import resolve_device
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import write_json, write_text
 from layover_edge.core.tables import format_table
 from layover_edge.data.loading import paper_image_size
-from layover_edge.models import count_params, resolve_config
-from layover_edge.training.batches import split_batches
+from layover_edge.models import build_model, count_params, resolve_config
+from layover_edge.training.batches import image_batches, split_batches
+from layover_edge.training.evaluate import readable_rows, size_metrics
 from layover_edge.training.features import FeatureCache
-from layover_edge.training.loop import predict
+from layover_edge.training.loop import forward_batch, predict, soft_margin_loss
 from layover_edge.training.metrics import METRIC_KEYS, multilabel_metrics
 from layover_edge.training.run import train_run
 
@@ -44,8 +50,11 @@ class PaperConfig:
     backbones: list[str]
     weights: list[str]            # one per backbone: "pretrained", "none" or a path
     taps: tuple[int, ...] = (1, 2, 3)
-    epochs: int = 30              # LP and RM (paper A.2)
-    ft_epochs: int = 30           # 0 skips FT (the expensive column)
+    mixes: tuple[str, ...] = MIXES  # RM at every tap in each; the first listed is Table 1's RM
+    concat: bool = False          # also the one-tap concat baseline at every tap
+    epochs: int = 30              # LP, RM and concat (paper A.2)
+    ft_epochs: int = 30           # 0 skips FT (the expensive column); a budget may cap it
+    budget_s: float | None = None  # wall-clock seconds for one backbone: FT gets what the rest leaves
     image_size: int | None = None  # None: the paper's size for BiT (448), else timm's config
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -62,6 +71,11 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def rm_name(tap: int, mix: str) -> str:
+    """``RM@k`` for the default mix, ``RM@k (paper)`` for the paper's."""
+    return f"RM@{tap}" + ("" if mix == MIXES[0] else f" ({mix})")
+
+
 def mean_alpha_per_class(alpha: np.ndarray, targets: np.ndarray) -> list[float]:
     """Mean α over the images that contain each class (the paper's Table 3)."""
     pos = targets > 0
@@ -75,22 +89,63 @@ def run_method(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path,
     Returns (summary entry for the tables, raw predictions: scores, targets, alpha)."""
     result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, progress=progress)
     device = resolve_device(tcfg.device)
-    pred = {k: v.numpy() for k, v in predict(model.to(device), split_batches(cfg, tcfg, val_ds, "val", cache, False,
-                                                                       progress), device).items()}
+    batches = split_batches(cfg, tcfg, val_ds, "val", cache, False, progress)
+    pred = {k: v.numpy() for k, v in predict(model.to(device), batches, device).items()}
     m = multilabel_metrics(pred["scores"], pred["targets"])
-    entry = {k: m[k] for k in METRIC_KEYS} | {
+    sizes = size_metrics(val_ds, pred["scores"], readable_rows(val_ds, result.skipped["val"]))
+    entry = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in sizes.items() if not k.endswith("per_class")} | {
         "params_trainable": count_params(cfg)["trainable"], "train_seconds": round(result.seconds, 2),
         "best_epoch": result.best_epoch, "epochs": tcfg.epochs, "AP": dict(zip(cfg.labels, m["AP"])),
         "checkpoint": str(result.checkpoint), "unreadable": result.skipped}
+    if cfg.method in ("rm", "ft"):
+        entry["mix"] = cfg.mix
     if "alpha" in pred:
         entry["alpha_mean"] = float(pred["alpha"].mean())
         entry["alpha_per_class"] = dict(zip(cfg.labels, mean_alpha_per_class(pred["alpha"], pred["targets"])))
     return entry, pred
 
 
+# FT's epochs are planned from its first steps timed, with this margin for a machine whose load
+# changes while it trains (measured: up to 3x on the shared 2-core machines).
+FT_SAFETY = 1.25
+
+
+def seconds_per_ft_step(cfg: ModelConfig, tcfg: TrainConfig, train_ds, steps: int = 2) -> float:
+    """Wall-clock seconds of one FT training step (forward, backward) on one batch of ``train_ds``,
+    after one warm-up step: what an FT epoch will cost per batch on this machine, now."""
+    model = build_model(cfg).to(resolve_device(tcfg.device)).train()
+    inputs, y = next(iter(image_batches(cfg, train_ds, tcfg.batch_size, shuffle=False)))
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        logits, _ = forward_batch(model, inputs, resolve_device(tcfg.device))
+        soft_margin_loss(logits, y.to(logits.device)).backward()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
+
+
+def plan_ft(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, budget_s: float, predict_rate: float) -> dict:
+    """FT's epochs within ``budget_s`` seconds: each epoch trains on every batch and predicts the
+    validation split (at ``predict_rate`` images/s, the frozen backbone's), and the best epoch is
+    predicted once more at the end. ``epochs`` 0 means not even one fits."""
+    step_s = seconds_per_ft_step(cfg, tcfg, train_ds)
+    val_s = len(val_ds) / predict_rate
+    epoch_s = math.ceil(len(train_ds) / tcfg.batch_size) * step_s + val_s
+    fits = int((budget_s - val_s) / (epoch_s * FT_SAFETY))
+    return {"budget_s": round(budget_s, 1), "step_s": round(step_s, 3), "epoch_s": round(epoch_s, 1),
+            "requested_epochs": tcfg.epochs, "epochs": max(0, min(tcfg.epochs, fits))}
+
+
+def predict_rate(cache: Path, split: str) -> float:
+    """Images per second of the cache's extraction (frozen forward, rendering included)."""
+    manifest = FeatureCache(cache / split).manifest
+    return manifest["num_images"] / max(manifest.get("seconds") or 1.0, 1e-3)
+
+
 def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds, out: Path,
                  progress: bool) -> tuple[dict, dict]:
     """One backbone's tables entry, and the raw validation predictions of every method."""
+    t_start = time.perf_counter()
     labels = list(train_ds.classes)
     base = resolve_config(ModelConfig(backbone=backbone, weights=weights, num_classes=len(labels), labels=labels,
                                       image_size=pc.image_size or paper_image_size(backbone), mean=pc.mean,
@@ -101,17 +156,28 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
     methods, taps, preds = {}, {}, {}
     methods["LP"], preds["LP"] = run_method(replace(base, method="lp"), tcfg, train_ds, val_ds, runs / "lp", cache,
                                           progress)
-    for tap in pc.taps:  # every tap trains from the same cache
-        taps[f"RM@{tap}"], preds[f"RM@{tap}"] = run_method(replace(base, method="rm", tap=tap), tcfg, train_ds, val_ds,
-                                                         runs / f"rm{tap}", cache, progress)
-    rm_key = "RM@1" if "RM@1" in taps else next(iter(taps))
+    for tap in pc.taps:  # every tap, mix and baseline trains from the same cache
+        for mix in pc.mixes:
+            name = rm_name(tap, mix)
+            run = runs / (f"rm{tap}" + ("" if mix == MIXES[0] else f"-{mix}"))
+            taps[name], preds[name] = run_method(replace(base, method="rm", tap=tap, mix=mix), tcfg, train_ds, val_ds,
+                                                 run, cache, progress)
+        if pc.concat:
+            taps[f"concat@{tap}"], preds[f"concat@{tap}"] = run_method(
+                replace(base, method="concat", tap=tap), tcfg, train_ds, val_ds, runs / f"concat{tap}", cache, progress)
+    rm_key = rm_name(1 if 1 in pc.taps else pc.taps[0], pc.mixes[0])
     methods["RM"] = taps[rm_key]
-    if pc.ft_epochs:
-        methods["FT"], preds["FT"] = run_method(replace(base, method="ft", tap=pc.taps[0]), replace(tcfg, epochs=pc.ft_epochs),
-                                    train_ds, val_ds, runs / "ft", None, progress)
     entry = {"weights": weights, "image_size": base.image_size, "rm": rm_key, "methods": methods, "taps": taps}
+    if pc.ft_epochs:
+        ft, ft_tcfg = replace(base, method="ft", tap=pc.taps[0], mix=pc.mixes[0]), replace(tcfg, epochs=pc.ft_epochs)
+        if pc.budget_s is not None:
+            left = pc.budget_s - (time.perf_counter() - t_start)
+            entry["ft_plan"] = plan_ft(ft, ft_tcfg, train_ds, val_ds, left, predict_rate(cache, val_split(val_ds)))
+            ft_tcfg = replace(ft_tcfg, epochs=entry["ft_plan"]["epochs"])
+        if ft_tcfg.epochs:  # the cache only gives FT its tap statistics: FT trains from images
+            methods["FT"], preds["FT"] = run_method(ft, ft_tcfg, train_ds, val_ds, runs / "ft", cache, progress)
     if distributed.is_main():
-        rows = np.flatnonzero(FeatureCache(cache / getattr(val_ds, "split", "val")).valid)  # cached rows -> data set index
+        rows = np.flatnonzero(FeatureCache(cache / val_split(val_ds)).valid)  # cached rows -> data set index
         hard = hard_instances(preds["LP"]["scores"], preds[rm_key]["scores"], preds["LP"]["targets"], rows,
                               labels, pc.gallery)
         entry["hard_instances"] = hard
@@ -119,6 +185,11 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
             entry["gallery"] = str(save_gallery(val_ds, hard, out / f"gallery_{slug(backbone)}.png"))
             entry["figure2"] = str(figure2(methods["RM"]["checkpoint"], val_ds, hard, out / f"figure2_{slug(backbone)}.png"))
     return entry, preds
+
+
+def val_split(val_ds) -> str:
+    """The cache directory of the validation split (VOC: test)."""
+    return getattr(val_ds, "split", "val")
 
 
 def figure2(checkpoint: str, val_ds, hard: list[dict], path: Path) -> Path:
@@ -172,6 +243,27 @@ def table2(results: dict) -> str:
     return format_table(rows, list(bbs), first="mAP")
 
 
+SIZE_COLUMNS = ("mAP", "AP small", "AP large", "mean α", "Params", "train s")
+
+
+def size_rows(entry: dict) -> dict[str, dict]:
+    """One backbone's methods and taps with their object-size AP, gate and cost (``SIZE_COLUMNS``)."""
+    rows = {}
+    for name, m in {**{k: v for k, v in entry["methods"].items() if k != "RM"}, **entry["taps"]}.items():
+        rows[name] = {"mAP": m["mAP"], "AP small": m.get("AP_small"), "AP large": m.get("AP_large"),
+                      "mean α": f"{m['alpha_mean']:.2g}" if "alpha_mean" in m else None,
+                      "Params": f"{m['params_trainable']:,}", "train s": m["train_seconds"]}
+    return rows
+
+
+def size_table(results: dict) -> str | None:
+    """AP on small and on large objects per backbone, method and tap; None without object sizes."""
+    rows = {f"{bb} {name}": row for bb, entry in results["backbones"].items() for name, row in size_rows(entry).items()}
+    if not any(r["AP small"] is not None for r in rows.values()):
+        return None
+    return format_table(rows, SIZE_COLUMNS)
+
+
 def _values(d: dict) -> dict[str, float]:
     """Per-class values with JSON's null (a class without positives) back as NaN."""
     return {k: float("nan") if v is None else v for k, v in d.items()}
@@ -201,6 +293,9 @@ def tables_markdown(results: dict, top_alpha: int = 8) -> str:
              f"{len(d['classes'])} classes)\n",
              "## Table 1: methods (best epoch by validation mAP; RM = RM@1)\n", table1(results),
              "\n## Table 2: mAP by tap\n", table2(results)]
+    sizes = size_table(results)
+    if sizes:
+        parts += ["\n## Object-size AP, mean α at the best epoch and cost, per method and tap\n", sizes]
     for bb, entry in results["backbones"].items():
         parts += [f"\n## Table 3: {bb}: classes with the largest mean α ({entry['rm']})\n", table3(entry, top_alpha),
                   f"\n## Table 4: {bb}: per-class AP, LP vs {entry['rm']}, sorted by LP AP\n", table4(entry)]

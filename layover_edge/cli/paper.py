@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 
-from .common import T, add_data_args, add_run_args, add_transform_args, dataset, emit
+from layover_edge.core.config import MIXES
+
+from .common import MIX_HELP, WEIGHTS_HELP, T, add_data_args, add_run_args, add_transform_args, dataset, emit
 
 
 def cmd_paper(args) -> int:
     from layover_edge.apps.paper import PaperConfig, run_paper, tables_markdown
     from layover_edge.core import distributed
     weights = args.weights * len(args.backbones) if len(args.weights) == 1 else args.weights
-    pc = PaperConfig(backbones=args.backbones, weights=weights, taps=tuple(args.taps), epochs=args.epochs,
+    pc = PaperConfig(backbones=args.backbones, weights=weights, taps=tuple(args.taps), mixes=tuple(args.mixes),
+                     concat=args.concat, epochs=args.epochs,
                      ft_epochs=args.ft_epochs, image_size=args.image_size,
                      mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
                      interpolation=args.interpolation, batch_size=args.batch_size, num_workers=args.workers,
@@ -38,9 +41,14 @@ def add_parsers(sub) -> None:
     g.add_argument("--backbones", nargs="+", required=True, metavar="NAME",
                    help="timm model names, e.g. resnetv2_101x3_bit.goog_in21k swin_base_patch4_window12_384.ms_in22k")
     g.add_argument("--weights", nargs="+", default=["pretrained"], metavar="W",
-                   help="'pretrained', 'none' or a checkpoint path: one for all backbones, or one each "
-                        "(default: pretrained)")
+                   help="one for all backbones, or one each: " + WEIGHTS_HELP.replace("%(default)s", "pretrained"))
     g.add_argument("--taps", type=int, nargs="+", default=[1, 2, 3], help="RM taps @k (default: 1 2 3)")
+    g.add_argument("--mixes", nargs="+", choices=MIXES, default=list(MIXES), metavar="MIX",
+                   help="RM at every tap in each of these mixes; the first is Table 1's RM and FT's. "
+                        + MIX_HELP.replace(" (default: %(default)s)", "") + f" (default: {' '.join(MIXES)})")
+    g.add_argument("--concat", action="store_true",
+                   help="also the one-tap concat baseline (a linear head on z and the standardised pooled tap) "
+                        "at every tap")
     g.add_argument("--image-size", type=int, default=None,
                    help="input resolution (default: 448 for BiT, else the backbone's pretrained config)")
     add_data_args(p)

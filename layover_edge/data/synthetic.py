@@ -229,6 +229,17 @@ class SyntheticScenes(_SyntheticBase):
         """The objects of image i, large first, without rendering it (for galleries/analysis)."""
         return [SceneObject(o.cls, o.size, k > 0) for k, o in enumerate(self._layout(self._rng(i)))]
 
+    def size_masks(self, indices=None) -> tuple[np.ndarray, np.ndarray]:
+        """(small, large): (len(indices), K) bool, whether each image holds a small / large object of
+        each class (``training.metrics.size_ap``). A class is never both in one image here."""
+        indices = range(len(self)) if indices is None else indices
+        small = np.zeros((len(indices), self.num_classes), bool)
+        large = np.zeros_like(small)
+        for row, i in enumerate(indices):
+            for obj in self.objects(int(i)):
+                (small if obj.is_small else large)[row, obj.class_index] = True
+        return small, large
+
     def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
         rng = self._rng(i)
         layout = self._layout(rng)

@@ -5,18 +5,17 @@ from pathlib import Path
 
 import torch
 
-from layover_edge.artifacts.checkpoint import (
-    BACKBONE,
-    HEAD,
-    read_config,
-    read_tensors,
-    stores_backbone,
-    write_checkpoint,
-)
+from layover_edge.artifacts.checkpoint import BACKBONE, HEAD, read_config, read_tensors, write_checkpoint
 from layover_edge.core.config import ModelConfig
 
 from .heads import fold_standardisation
 from .model import LayoverModel, build_model, resolve_config
+from .weights import published
+
+
+def stores_backbone(cfg: ModelConfig) -> bool:
+    """Whether the checkpoint holds the backbone: fine-tuned, or weights no name can bring back."""
+    return cfg.method == "ft" or not published(cfg.weights)
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

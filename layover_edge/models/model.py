@@ -37,10 +37,18 @@ class LayoverModel(nn.Module):
         return (taps[0] if taps else None), z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_alpha(x)[0]
+
+    @property
+    def has_gate(self) -> bool:
+        return isinstance(self.head, LayoverHead)
+
+    def forward_with_alpha(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, for RM, the gate α per image (B,)."""
         h, z = self.features(x)
         if h is None:
-            return self.head(z)
-        return self.head(z, h, self.backbone.layout(h))
+            return self.head(z), None
+        return self.head(z, h, self.backbone.layout(h)), self.head.alpha(z) if self.has_gate else None
 
 
 def create_timm(name: str, pretrained: bool = False) -> nn.Module:

@@ -33,6 +33,11 @@ def weights_path(weights: str) -> Path:
     return path
 
 
+def published(weights: str) -> bool:
+    """Weights a name brings back on any machine that has them: timm's, or an installed package's."""
+    return weights == "pretrained" or efficientnet.package_of(weights) is not None
+
+
 def trained_preprocess(weights: str) -> efficientnet.Trained | None:
     """How ``weights`` were trained, when they say (a weights package, or a file named after its
     EfficientNet-PyTorch model); None for timm's own weights, random ones and unnamed files."""

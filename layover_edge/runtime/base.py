@@ -55,6 +55,11 @@ class Backend(ABC):
         """Per-class probabilities (B, K), float32."""
         return self.run(batch)["probabilities"]
 
+    def predict_with_alpha(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, where the backend can tell, the RM gate α per image (B,): how much the
+        branch is in use. Exported graphs output logits and probabilities only, so here None."""
+        return self.predict(batch), None
+
     def warmup(self, batch_size: int = 1, iterations: int = 3) -> None:
         s = self.info.preprocess.image_size
         x = np.zeros((batch_size, 3, s, s), np.float32)

@@ -121,7 +121,11 @@ class TorchBackend(Backend):
         return self.model(x).float()
 
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self._logits(x))
+        """(B, K) probabilities, with the RM gate α as an extra last column where the model has one:
+        one output tensor, so CUDA graphs and torch.compile carry it unchanged (``predict_with_alpha``)."""
+        logits, alpha = self.model.forward_with_alpha(x)
+        probs = torch.sigmoid(logits.float())
+        return probs if alpha is None else torch.cat([probs, alpha.float()[:, None]], 1)
 
     def to_device(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(batch).to(self.device, self.dtype, non_blocking=True)
@@ -130,7 +134,7 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def forward_device(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities for a batch already on the device, left there: the compute-only path."""
-        return self._forward(x)
+        return self._forward(x)[:, :len(self.info.labels)]
 
     def device_runner(self, batch: np.ndarray) -> Callable[[], Any] | None:
         x = self.to_device(batch)
@@ -141,7 +145,13 @@ class TorchBackend(Backend):
             torch.cuda.synchronize(self.device)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.forward_device(self.to_device(batch)).cpu().numpy()
+        return self.predict_with_alpha(batch)[0]
+
+    @torch.inference_mode()
+    def predict_with_alpha(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self._forward(self.to_device(batch)).cpu().numpy()
+        k = len(self.info.labels)
+        return out[:, :k], (out[:, k] if self.model.has_gate else None)
 
     @torch.inference_mode()
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

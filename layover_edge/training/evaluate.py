@@ -18,7 +18,7 @@ from layover_edge.models import load_checkpoint
 
 from .batches import image_batches
 from .loop import predict
-from .metrics import METRIC_KEYS, multilabel_metrics
+from .metrics import METRIC_KEYS, multilabel_metrics, size_ap
 from .thresholds import plot_thresholds, tune_thresholds
 
 
@@ -48,24 +48,44 @@ def score_split(checkpoint: str | Path, dataset, batch_size: int = 64, workers: 
                   skipped_report(dataset, distributed.gather_skipped(batches.skipped)))
 
 
+def size_metrics(dataset, scores: np.ndarray, rows) -> dict:
+    """AP on small and on large objects (``metrics.size_ap``) where ``dataset`` knows its objects'
+    sizes (``size_masks``), else nothing; ``rows`` are the data set indices of the score rows."""
+    if not hasattr(dataset, "size_masks"):
+        return {}
+    return size_ap(scores, *dataset.size_masks(rows))
+
+
+def readable_rows(dataset, unreadable: list[dict]) -> list[int]:
+    """The data set indices of the images that were scored, in order."""
+    bad = {u["index"] for u in unreadable}
+    return [i for i in range(len(dataset)) if i not in bad]
+
+
 def evaluate(checkpoint: str | Path, dataset, threshold: float | None = None, batch_size: int = 64,
              workers: int = 0, device: str = "auto") -> dict:
-    """mAP, CP, CR, CF1, OP, OR, OF1 (the paper's conventions), per-class AP and, for RM, the mean
-    gate α. ``threshold``: one value for every class (default: the checkpoint's, else 0.5)."""
+    """mAP, CP, CR, CF1, OP, OR, OF1 (the paper's conventions), per-class AP, AP on small and large
+    objects where the data set knows them, and, for RM, the mean gate α. ``threshold``: one value
+    for every class (default: the checkpoint's, else 0.5)."""
     s = score_split(checkpoint, dataset, batch_size, workers, device)
     thresholds = threshold if threshold is not None else (s.cfg.thresholds or 0.5)
     m = multilabel_metrics(s.scores, s.targets, thresholds)
+    m |= size_metrics(dataset, s.scores, readable_rows(dataset, s.unreadable))
     m["unreadable"] = s.unreadable
     m["per_class"] = dict(zip(s.cfg.labels, m["AP"]))
     m["method"] = s.cfg.method
+    if s.cfg.method in ("rm", "ft"):
+        m["mix"] = s.cfg.mix
     if s.alpha is not None:
         m["alpha_mean"] = float(s.alpha.mean())
     return m
 
 
 def evaluation_text(m: dict, title: str, split: str) -> str:
+    columns = (*METRIC_KEYS, *(k for k in ("AP_small", "AP_large", "alpha_mean") if k in m))
+    row = m | ({"alpha_mean": f"{m['alpha_mean']:.3g}"} if "alpha_mean" in m else {})
     return (f"{title}: {m['num_images']} images, {len(m['unreadable'])} unreadable\n\n"
-            f"{format_table({m['method'].upper(): m}, METRIC_KEYS)}" + skipped_text({split: m["unreadable"]}))
+            f"{format_table({m['method'].upper(): row}, columns)}" + skipped_text({split: m["unreadable"]}))
 
 
 def tune(checkpoint: str | Path, dataset, objective: str = "f1", min_precision: float = 0.9, write: bool = False,

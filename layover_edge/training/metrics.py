@@ -17,6 +17,12 @@ all deliberate:
 * CF1 = 2·CP·CR / (CP + CR), the harmonic mean of the class averages (ML-GCN, LT-ML).
   ASL and ML-Decoder report the *mean of per-class F1* instead, which is never larger;
   numbers from those papers are not directly comparable.
+
+Object-size AP (``size_ap``), for data sets that know their objects' sizes: for class c and size S
+(small or large) the positives are the images with a c object of size S, the images whose c object
+has the other size are ignored, the negatives are unchanged; AP_S(c) is the ordinary AP over that
+column and small (large) AP the mean over the classes with such positives. It answers how well the
+images with a *small* c rank against the images without c, the paper's hard instances.
 """
 
 from __future__ import annotations
@@ -113,3 +119,21 @@ def multilabel_metrics(scores: Any, targets: Any,
         "num_images": int(s.shape[0]),
         "num_classes_evaluated": int(evaluated.sum()),
     }
+
+
+def size_ap(scores: Any, small: Any, large: Any) -> dict[str, Any]:
+    """``AP_small``, ``AP_large`` (percent; NaN without such positives) and their per-class lists.
+
+    small, large: (num_images, K) bool, whether image i holds a small / large object of class k
+    (``SyntheticScenes.size_masks``); an image may hold both sizes of one class only in neither."""
+    s = _to_numpy(scores)
+    small, large = _to_numpy(small).astype(bool), _to_numpy(large).astype(bool)
+    if not (s.shape == small.shape == large.shape):
+        raise ValueError(f"scores {s.shape} and size masks {small.shape}, {large.shape} differ in shape")
+    out: dict[str, Any] = {}
+    for name, this, other in (("small", small, large), ("large", large, small)):
+        ap = 100 * average_precision(s, np.where(this, 1, np.where(other, -1, 0)))
+        has = ~np.isnan(ap)
+        out[f"AP_{name}"] = float(ap[has].mean()) if has.any() else float("nan")
+        out[f"AP_{name}_per_class"] = ap.tolist()
+    return out
