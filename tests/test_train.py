@@ -64,6 +64,13 @@ def test_fit_from_cached_features_learns_and_keeps_the_best_epoch(tmp_path, meth
     assert [h["epoch"] for h in log["history"]] == list(range(1, 11))
     assert (tmp_path / "best" / "head.safetensors").is_file()
     assert all(("alpha_mean" in h) == (method == "rm") for h in result.history)
+    # the best epoch's predictions come back with the result: those of the saved best head
+    from safetensors.torch import load_file
+
+    from layover_edge.training.loop import predict
+    model.head.load_state_dict(load_file(str(tmp_path / "best" / "head.safetensors")))
+    again = predict(model, CachedBatches(p[192:], z[192:], y[192:], 64, False), torch.device("cpu"))
+    torch.testing.assert_close(result.predictions["scores"], again["scores"], atol=1e-6, rtol=1e-5)
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):

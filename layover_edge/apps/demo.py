@@ -51,7 +51,7 @@ class DemoConfig:
     concat: bool = True
     head_epochs: int = 30
     ft_epochs: int = 10                 # at most: the budget may allow fewer
-    budget_s: float | None = 570.0      # the whole demo; None: no cap on FT
+    budget_s: float | None = 600.0      # the whole demo; None: no cap on FT
     batch_size: int = 64
     seed: int = 0
     # the synthetic source task, for weights = SOURCE

@@ -189,7 +189,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a tiny toy run for smoke tests (seconds, not minutes)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="wall-clock budget of the whole demo; FT's epochs are capped to what the rest leaves, "
-                        "0 lifts the cap (default: 570 for the ImageNet demo, none for --toy and --quick)")
+                        "0 lifts the cap (default: 600 for the ImageNet demo, none for --toy and --quick)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--json", action="store_true", help="print results.json instead of the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

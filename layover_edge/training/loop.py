@@ -94,6 +94,9 @@ class FitResult:
     seconds: float
     checkpoint: Path
     skipped: dict[str, list[dict]] = field(default_factory=dict)  # split -> unreadable images
+    # the best epoch's validation predictions (``predict``), so callers need not run the split again;
+    # None after a resume whose best epoch came before the interruption
+    predictions: dict[str, torch.Tensor] | None = None
 
 
 def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -121,7 +124,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
     opt, sched = build_optimizer(model, cfg, tcfg, len(train))
     scaler = torch.amp.GradScaler("cuda", enabled=tcfg.amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
-    history, best, best_epoch, start, elapsed = [], {"mAP": -1.0}, -1, 0, 0.0
+    history, best, best_epoch, start, elapsed, best_pred = [], {"mAP": -1.0}, -1, 0, 0.0, None
     state_file = out / "last.pt"
     if resume and state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=True)
@@ -169,7 +172,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
         history.append(row)
         improved = metrics["mAP"] > best["mAP"]
         if improved:
-            best, best_epoch = row, epoch + 1
+            best, best_epoch, best_pred = row, epoch + 1, pred
         if main:
             if improved:
                 save_checkpoint(model, cfg, out / "best", extra={"epoch": epoch + 1, "metrics": row,
@@ -184,4 +187,4 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
             on_epoch(row)
     if step_model is not None:
         distributed.barrier()  # rank 0's files are complete before anyone reads them
-    return FitResult(best_epoch, best, history, elapsed, out / "best")
+    return FitResult(best_epoch, best, history, elapsed, out / "best", predictions=best_pred)
