@@ -24,6 +24,7 @@ from typing import Iterator
 
 import torch
 
+from layover_edge.core.config import MIXES
 from layover_edge.core.io import save_figure, write_json, write_text
 from layover_edge.kernels import cuda_lib
 from layover_edge.kernels import op as kernels_op
@@ -52,10 +53,10 @@ BANDWIDTH_MIN_BATCH, BANDWIDTH_GOAL = 8, 0.80
 RM_OVER_LP_GOAL = 1.01
 
 
-def eager_branch(h, z, w_rs, w_sl, b_sl, layout):
-    """The branch as the paper's code runs it: the reference's pieces (mean, Linear + sigmoid,
-    gate, mix) as plain PyTorch ops in the activations' dtype, no float32 casts."""
-    return mix(rs(pool(h, layout, h.dtype), w_rs), gate(z, w_sl, b_sl), z)
+def eager_branch(h, z, w_rs, b_rs, w_sl, b_sl, layout, form=MIXES[0]):
+    """The branch as plain PyTorch would run it: the reference's pieces (mean, Linear, gate, mix;
+    the default residual mix unless ``form`` says otherwise) in the activations' dtype, no float32 casts."""
+    return mix(rs(pool(h, layout, h.dtype), w_rs, b_rs, form), gate(z, w_sl, b_sl), z, form)
 
 
 def median_us(fn, iters: int, repeats: int = 7) -> float:
@@ -103,7 +104,7 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
 
 
 def random_inputs(layout: str, B: int, C: int, H: int, W: int, N: int) -> tuple[torch.Tensor, ...]:
-    """fp16 (h, z, w_rs, w_sl, b_sl) on the GPU as the models hold them: NCHW h channels-last."""
+    """fp16 (h, z, w_rs, b_rs, w_sl, b_sl) on the GPU as the models hold them: NCHW h channels-last."""
     g = torch.Generator(device="cuda").manual_seed(0)
     shape = {"NCHW": (B, C, H, W), "NHWC": (B, H, W, C), "NLC": (B, H * W, C)}[layout]
     h = torch.randn(shape, generator=g, device="cuda", dtype=torch.float16)
@@ -111,8 +112,9 @@ def random_inputs(layout: str, B: int, C: int, H: int, W: int, N: int) -> tuple[
         h = h.contiguous(memory_format=torch.channels_last)
     z = torch.randn(B, N, generator=g, device="cuda", dtype=torch.float16)
     w_rs = torch.randn(N, C, generator=g, device="cuda", dtype=torch.float16) / C ** 0.5
+    b_rs = torch.randn(N, generator=g, device="cuda", dtype=torch.float16)
     w_sl = torch.randn(N, generator=g, device="cuda", dtype=torch.float16) / N ** 0.5
-    return h, z, w_rs, w_sl, torch.randn(1, generator=g, device="cuda", dtype=torch.float16)
+    return h, z, w_rs, b_rs, w_sl, torch.randn(1, generator=g, device="cuda", dtype=torch.float16)
 
 
 def kernel_rows(batches, cuda_kernels, iters: int, compile_branch: bool) -> Iterator[dict]:
@@ -152,6 +154,7 @@ def e2e_rows(batches, iters: int) -> Iterator[dict]:
                 model.forward_features(x)
                 C = tapped["h"].shape[1 if layout == "NCHW" else -1]
                 w_rs = torch.randn(N, C, device="cuda", dtype=torch.half) / C ** 0.5
+                b_rs = torch.zeros(N, device="cuda", dtype=torch.half)
                 w_sl = torch.randn(N, device="cuda", dtype=torch.half) / N ** 0.5
                 b_sl = torch.zeros(1, device="cuda", dtype=torch.half)
 
@@ -160,7 +163,7 @@ def e2e_rows(batches, iters: int) -> Iterator[dict]:
 
                 def rm():
                     z = model.forward_head(model.forward_features(x), pre_logits=True)
-                    return head(fused_mix(tapped["h"], z, w_rs, w_sl, b_sl, layout))
+                    return head(fused_mix(tapped["h"], z, w_rs, b_rs, w_sl, b_sl, layout))
 
                 t = {k: median_us(graph_of(fn).replay, iters) for k, fn in (("lp", lp), ("rm", rm))}
             yield {"model": model_name, "px": px, "tap": tap, "layout": layout, "batch": B,
