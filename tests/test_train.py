@@ -122,3 +122,13 @@ def test_ft_trains_from_images_end_to_end(tmp_path):
                              SyntheticScenes("val", 8, 48, 5), tmp_path, None, progress=False)
     assert (tmp_path / "best" / "backbone.safetensors").is_file()
     assert result.history[0]["epoch"] == 1 and best.head.rs is not None
+
+
+def test_on_epoch_can_end_training_early(tmp_path):
+    torch.manual_seed(0)
+    model, cfg = tiny_model("rm")
+    p, z, y = separable()
+    result = fit(model, cfg, TrainConfig(epochs=6, batch_size=32, device="cpu"), CachedBatches(p, z, y, 32, True),
+                 CachedBatches(p, z, y, 64, False), tmp_path, progress=False, on_epoch=lambda row: row["epoch"] == 2)
+    assert [h["epoch"] for h in result.history] == [1, 2] and result.best_epoch in (1, 2)
+    assert (tmp_path / "best" / "config.json").is_file()

@@ -83,11 +83,11 @@ def mean_alpha_per_class(alpha: np.ndarray, targets: np.ndarray) -> list[float]:
 
 
 def run_method(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, cache: Path,
-             progress: bool) -> tuple[dict, dict]:
+               progress: bool, on_epoch=None) -> tuple[dict, dict]:
     """Train one method and take its best epoch's predictions on the validation split.
 
     Returns (summary entry for the tables, raw predictions: scores, targets, alpha)."""
-    result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, progress=progress)
+    result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, progress=progress, on_epoch=on_epoch)
     if result.predictions is None:  # resumed past its best epoch: predict the split again
         device = resolve_device(tcfg.device)
         result.predictions = predict(model.to(device), split_batches(cfg, tcfg, val_ds, "val", cache, False, progress),
@@ -97,7 +97,8 @@ def run_method(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path,
     sizes = size_metrics(val_ds, pred["scores"], readable_rows(val_ds, result.skipped["val"]))
     entry = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in sizes.items() if not k.endswith("per_class")} | {
         "params_trainable": count_params(cfg)["trainable"], "train_seconds": round(result.seconds, 2),
-        "best_epoch": result.best_epoch, "epochs": tcfg.epochs, "AP": dict(zip(cfg.labels, m["AP"])),
+        "best_epoch": result.best_epoch, "epochs": tcfg.epochs, "epochs_run": len(result.history),
+        "AP": dict(zip(cfg.labels, m["AP"])),
         "checkpoint": str(result.checkpoint), "unreadable": result.skipped}
     if cfg.method in ("rm", "ft"):
         entry["mix"] = cfg.mix
@@ -138,6 +139,19 @@ def plan_ft(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, budget_s: flo
             "requested_epochs": tcfg.epochs, "epochs": max(0, min(tcfg.epochs, fits))}
 
 
+def stop_before(deadline: float):
+    """An ``on_epoch`` that ends training when the next epoch, as long as the last one, would end
+    after ``deadline`` (a time.perf_counter value): the guard a plan made on a machine whose load
+    then rose needs."""
+    last = [time.perf_counter()]
+
+    def on_epoch(row: dict) -> bool:
+        now = time.perf_counter()
+        took, last[0] = now - last[0], now
+        return now + took > deadline
+    return on_epoch
+
+
 def predict_rate(cache: Path, split: str) -> float:
     """Images per second of the cache's extraction (frozen forward, rendering included)."""
     manifest = FeatureCache(cache / split).manifest
@@ -172,12 +186,15 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
     entry = {"weights": weights, "image_size": base.image_size, "rm": rm_key, "methods": methods, "taps": taps}
     if pc.ft_epochs:
         ft, ft_tcfg = replace(base, method="ft", tap=pc.taps[0], mix=pc.mixes[0]), replace(tcfg, epochs=pc.ft_epochs)
+        guard = None
         if pc.budget_s is not None:
             left = pc.budget_s - (time.perf_counter() - t_start)
             entry["ft_plan"] = plan_ft(ft, ft_tcfg, train_ds, val_ds, left, predict_rate(cache, val_split(val_ds)))
             ft_tcfg = replace(ft_tcfg, epochs=entry["ft_plan"]["epochs"])
+            guard = stop_before(t_start + pc.budget_s)
         if ft_tcfg.epochs:  # the cache only gives FT its tap statistics: FT trains from images
-            methods["FT"], preds["FT"] = run_method(ft, ft_tcfg, train_ds, val_ds, runs / "ft", cache, progress)
+            methods["FT"], preds["FT"] = run_method(ft, ft_tcfg, train_ds, val_ds, runs / "ft", cache, progress,
+                                                    guard)
     if distributed.is_main():
         rows = np.flatnonzero(FeatureCache(cache / val_split(val_ds)).valid)  # cached rows -> data set index
         hard = hard_instances(preds["LP"]["scores"], preds[rm_key]["scores"], preds["LP"]["targets"], rows,

@@ -47,8 +47,11 @@ def _ft_text(results: dict) -> str:
               f"{plan['budget_s']} s of the budget left")
     if not plan["epochs"]:
         return f"**FT did not run: not one epoch fits the time budget** ({timing})."
-    short = plan["epochs"] < plan["requested_epochs"]
-    return (f"FT trained {plan['epochs']} of {plan['requested_epochs']} epochs, what the time budget allows ({timing})"
+    ran = methods["FT"]["epochs_run"] if "FT" in methods else plan["epochs"]
+    stopped = (f"; the budget stopped it after epoch {ran} of the {plan['epochs']} planned, the machine having "
+               f"slowed down" if ran < plan["epochs"] else "")
+    short = ran < plan["requested_epochs"]
+    return (f"FT trained {ran} of {plan['requested_epochs']} epochs, what the time budget allows ({timing}{stopped})"
             + (": **FT is under-trained**, its numbers are a floor, not what FT reaches." if short else "."))
 
 

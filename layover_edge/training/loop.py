@@ -105,8 +105,9 @@ def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.T
 
 def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterable[Batch],
         val: Iterable[Batch], out: str | Path, resume: bool = False, progress: bool = True,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train, validate every epoch, keep the best checkpoint in ``out/best``.
+        on_epoch: Callable[[dict], bool | None] | None = None) -> FitResult:
+    """Train, validate every epoch, keep the best checkpoint in ``out/best``. ``on_epoch(row)`` runs
+    after each epoch's files are written; a true return ends training there (a time budget).
 
     Under torchrun, image batches train through DistributedDataParallel and only rank 0
     writes files; cached batches are trained by one process (see ``distributed``).
@@ -183,8 +184,8 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
                 torch.save({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "history": history, "best": best,
                             "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed}, tmp)
-        if on_epoch:
-            on_epoch(row)
+        if on_epoch and on_epoch(row):
+            break
     if step_model is not None:
         distributed.barrier()  # rank 0's files are complete before anyone reads them
     return FitResult(best_epoch, best, history, elapsed, out / "best", predictions=best_pred)

@@ -58,10 +58,10 @@ def set_standardisation(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig
 
 
 def train_run(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, cache_root: Path | None,
-              resume: bool = False, progress: bool = True) -> tuple[FitResult, LayoverModel]:
+              resume: bool = False, progress: bool = True, on_epoch=None) -> tuple[FitResult, LayoverModel]:
     """Build, train and return the fit result (with the unreadable images of each split) and
     the best epoch's model. ``cache_root`` None trains from images; a head's tap statistics then
-    come from a cache in ``out/features``."""
+    come from a cache in ``out/features``. ``on_epoch``: see ``loop.fit``."""
     cfg = resolve_config(cfg)
     torch.manual_seed(tcfg.seed)
     progress = progress and distributed.is_main()
@@ -70,11 +70,11 @@ def train_run(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, 
     train = split_batches(cfg, tcfg, train_ds, "train", cache_root, True, progress)
     val = split_batches(cfg, tcfg, val_ds, "val", cache_root, False, progress)
     if isinstance(train, CachedBatches) and distributed.world_size() > 1:
-        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress) \
+        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress, on_epoch=on_epoch) \
             if distributed.is_main() else None
         result = distributed.all_gather_objects(result)[0]  # rank 0's result, after it finished
     else:
-        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress)
+        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress, on_epoch=on_epoch)
     result.skipped = {split: skipped_report(ds, distributed.gather_skipped(b.skipped))
                       for split, ds, b in (("train", train_ds, train), ("val", val_ds, val))}
     best, _ = load_checkpoint(result.checkpoint)
