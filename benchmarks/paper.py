@@ -5,7 +5,8 @@
 
 Each data set runs ``layover-edge paper`` once with the paper's settings (appendix A.2: 30
 epochs, OneCycle max lr 0.1, 0.01 for the fine-tuned backbone; 448 px for BiT, 384 for Swin;
-RM at taps @1-@3). Extra arguments go to every run (e.g. ``--ft-epochs 0`` to skip FT, or
+RM at taps @1-@3 in the paper's mix, eq. 5-6, which Table 1 and FT then use, and in the default
+residual mix beside it). Extra arguments go to every run (e.g. ``--ft-epochs 0`` to skip FT, or
 ``--mean 0.485 0.456 0.406 --std 0.229 0.224 0.225`` for the official code's normalisation).
 Needs the timm weights in the hub cache (or network) and about 3 GB of feature cache per
 backbone for COCO. Prints nothing but the commands it runs and the tables.
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     for data, root in roots.items():
         if root:
             cmd = ["paper", "--data", data, "--data-root", root, "--backbones", *BACKBONES[data],
-                   "--taps", "1", "2", "3", "--out", f"{args.out}/{data}", *extra]
+                   "--taps", "1", "2", "3", "--mixes", "paper", "residual", "--out", f"{args.out}/{data}", *extra]
             print("layover-edge " + " ".join(cmd), file=sys.stderr)
             if cli.main(cmd):
                 return 2
