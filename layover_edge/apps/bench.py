@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from layover_edge.core.config import METHODS, ModelConfig
+from layover_edge.core.config import FORMATS, METHODS, TORCH_MODES, BenchConfig, ModelConfig  # noqa: F401
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import save_figure, write_json, write_text
 from layover_edge.models import save_checkpoint
@@ -35,8 +35,6 @@ from layover_edge.runtime.base import Backend
 from layover_edge.runtime.torch_backend import PRECISIONS, TorchBackend
 
 log = logging.getLogger(__name__)
-FORMATS = ("torch", "onnxruntime")
-TORCH_MODES = ("eager", "graph", "compile")
 ONNX_PRECISIONS = ("fp32", "int8")
 MODE_NAMES = {"eager": "eager", "graph": "CUDA graph", "compile": "torch.compile"}
 
@@ -54,37 +52,6 @@ class Variant:
         if self.format == "torch":
             return f"PyTorch {MODE_NAMES[self.mode]} {self.precision}"
         return f"ONNX Runtime {self.precision}"
-
-
-@dataclass
-class BenchConfig:
-    backbone: str = "test_convnext"
-    weights: str = "none"
-    image_size: int | None = None
-    num_classes: int = 80
-    tap: int = 1
-    methods: tuple[str, ...] = METHODS
-    batches: tuple[int, ...] = (1, 8, 32)
-    device: str = "cpu"
-    formats: tuple[str, ...] | None = None       # None: every available format
-    precisions: tuple[str, ...] | None = None    # None: fp32 (+ int8 ONNX) on CPU, fp16 on CUDA
-    modes: tuple[str, ...] | None = None         # torch modes; None: eager (+ graph on CUDA)
-    warmup: int = 10
-    iters: int = 50
-    rounds: int = 5
-    calib_images: int = 64
-    threads: int | None = None                   # CPU threads for torch and ONNX Runtime (None: their default)
-    workdir: Path | None = None                  # where ONNX files go (default: OUT/models)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        bad = set(self.methods) - set(METHODS)
-        if bad or not self.methods:
-            raise LayoverError(f"unknown methods {sorted(bad)}; choose from {METHODS}")
-        if not self.batches or min(self.batches) < 1:
-            raise LayoverError("batch sizes must be positive")
-        if self.iters < self.rounds or self.rounds < 1 or self.warmup < 0:
-            raise LayoverError("need rounds ≥ 1, iters ≥ rounds and warmup ≥ 0")
 
 
 def cpu_name() -> str:

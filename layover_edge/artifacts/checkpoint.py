@@ -46,7 +46,10 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
     if not cfg_file.is_file():
         raise LayoverError(f"{path} is not a layover-edge checkpoint (no config.json)")
     doc = read_json(cfg_file, FORMAT)
-    return ModelConfig.from_dict(doc["model"]), doc
+    try:
+        return ModelConfig.from_dict(doc.get("model")), doc
+    except LayoverError as e:  # wrong types or ranges: name the file, never build from it
+        raise LayoverError(f"{cfg_file}: {e}") from None
 
 
 def read_tensors(path: str | Path, name: str, expected: Mapping[str, Any], what: str) -> dict:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
-from layover_edge.core.errors import LayoverError
+from layover_edge.core import checks
+from layover_edge.core.errors import EXIT_INTERRUPTED, LayoverError
 from layover_edge.core.io import json_safe
 
-from .common import emit
+from .common import DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY, arg_type, emit
+
+FLIP = arg_type(partial(checks.integer, low=0, high=7))  # nvvidconv's flip-method values
 
 
 def add_parsers(sub) -> None:
@@ -115,13 +119,14 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--backbone", default=d.backbone, help="timm model name (default: %(default)s)")
     p.add_argument("--weights", default=d.weights,
                    help="'none' (random, no download), 'pretrained' or a weights file (default: %(default)s)")
-    p.add_argument("--image-size", type=int, default=None, help="input pixels (default: the backbone's own)")
-    p.add_argument("--num-classes", type=int, default=d.num_classes, help="classes of the head (default: %(default)s)")
-    p.add_argument("--tap", type=int, default=d.tap, help="RM/FT tap, the paper's @k (default: %(default)s)")
+    p.add_argument("--image-size", type=POSITIVE, default=None, help="input pixels (default: the backbone's own)")
+    p.add_argument("--num-classes", type=POSITIVE, default=d.num_classes, help="classes of the head (default: %(default)s)")
+    p.add_argument("--tap", type=POSITIVE, default=d.tap, help="RM/FT tap, the paper's @k (default: %(default)s)")
     p.add_argument("--methods", nargs="+", choices=("lp", "rm", "ft"), default=list(d.methods),
                    help="methods to compare (default: lp rm ft)")
-    p.add_argument("--batches", type=int, nargs="+", default=list(d.batches), help="batch sizes (default: 1 8 32)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    p.add_argument("--batches", type=POSITIVE, nargs="+", default=list(d.batches), help="batch sizes (default: 1 8 32)")
+    p.add_argument("--device", type=DEVICE, default="auto",
+                   help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=None,
                    help="backends (default: every installed one)")
     p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8"), default=None,
@@ -129,13 +134,13 @@ def add_bench_parser(sub) -> None:
                         "(default: fp32 + ONNX int8 on CPU, fp16 on CUDA)")
     p.add_argument("--modes", nargs="+", choices=TORCH_MODES, default=None,
                    help="PyTorch modes (default: eager on CPU; eager and graph on CUDA)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=d.iters, help="timed calls per model and batch (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=d.rounds,
+    p.add_argument("--warmup", type=NONNEGATIVE, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
+    p.add_argument("--iters", type=POSITIVE, default=d.iters, help="timed calls per model and batch (default: %(default)s)")
+    p.add_argument("--rounds", type=POSITIVE, default=d.rounds,
                    help="LP/RM/FT interleaving rounds the timed calls are split into (default: %(default)s)")
-    p.add_argument("--calib-images", type=int, default=d.calib_images,
+    p.add_argument("--calib-images", type=POSITIVE, default=d.calib_images,
                    help="synthetic images to calibrate ONNX INT8 with (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=POSITIVE, default=None,
                    help="CPU threads for PyTorch and ONNX Runtime (default: their own); pin it for comparable CPU runs")
     p.add_argument("--out", required=True, help="output folder: bench.json, bench.md, bench.png, models/")
     p.add_argument("--json", action="store_true", help="print bench.json instead of the table")
@@ -144,7 +149,8 @@ def add_bench_parser(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from layover_edge.apps.bench import BenchConfig, markdown, run_bench
+    from layover_edge.apps.bench import markdown, run_bench
+    from layover_edge.core.config import BenchConfig
     from layover_edge.core.device import resolve_device
     cfg = BenchConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
                       num_classes=args.num_classes, tap=args.tap, methods=tuple(args.methods),

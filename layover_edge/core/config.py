@@ -2,14 +2,55 @@
 paper's training recipe. The CLI's defaults and the Python API's are read from here."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from . import checks
 from .errors import LayoverError
 
 METHODS = ("lp", "rm", "ft")
 # linear: pool, Linear C→N, sigmoid (the official BiT code); pool1d: the paper's eq. 3 for tokens
 RS_VARIANTS = ("linear", "pool1d")
+# torchvision's InterpolationMode values, which build_transform takes
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# Images declaring more pixels than this are refused before decoding (a 97 KB PNG can declare
+# 10000 x 10000 and take a gigabyte); LAYOVER_MAX_PIXELS overrides it.
+MAX_PIXELS = 64_000_000
+
+
+def check_preprocess(image_size: Any, mean: Any, std: Any, interpolation: Any) -> None:
+    """LayoverError unless these describe a transform (None: not resolved yet, allowed)."""
+    if image_size is not None:
+        checks.positive_int(image_size, "image_size")
+    for name, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        if not isinstance(values, (list, tuple)) or len(values) != 3:
+            raise LayoverError(f"{name} must be 3 numbers (R, G, B), got {values!r}")
+        for v in values:
+            checks.number(v, name, 0, low_open=name == "std")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise LayoverError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+
+
+def check_labels(labels: Any, thresholds: Any, num_classes: int) -> None:
+    """Distinct label names, one per class; thresholds None or one probability per class."""
+    if not isinstance(labels, list) or not all(isinstance(n, str) and n for n in labels):
+        raise LayoverError(f"labels must be a list of non-empty names, got {str(labels)[:80]}")
+    if labels and len(labels) != num_classes:
+        raise LayoverError(f"{len(labels)} label names for {num_classes} classes")
+    if len(set(labels)) != len(labels):
+        raise LayoverError(f"duplicate label names {sorted({n for n in labels if labels.count(n) > 1})}")
+    if thresholds is not None:
+        if not isinstance(thresholds, list):
+            raise LayoverError(f"thresholds must be a list of {num_classes} probabilities, got {str(thresholds)[:80]}")
+        if len(thresholds) != num_classes:
+            raise LayoverError(f"{len(thresholds)} thresholds for {num_classes} classes")
+        for t in thresholds:
+            checks.probability(t, "every threshold")
 
 
 @dataclass(frozen=True)
@@ -21,6 +62,9 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        check_preprocess(self.image_size, self.mean, self.std, self.interpolation)
 
 
 @dataclass
@@ -49,12 +93,15 @@ class ModelConfig:
             raise LayoverError(f"unknown method {self.method!r}; choose one of {METHODS}")
         if self.rs not in RS_VARIANTS:
             raise LayoverError(f"unknown RS variant {self.rs!r}; choose one of {RS_VARIANTS}")
-        if self.labels and len(self.labels) != self.num_classes:
-            raise LayoverError(f"{len(self.labels)} label names for {self.num_classes} classes")
+        for name in ("backbone", "weights"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise LayoverError(f"{name} must be a name, got {getattr(self, name)!r}")
+        checks.positive_int(self.num_classes, "num_classes")
+        checks.positive_int(self.tap, "tap")
+        check_preprocess(self.image_size, self.mean, self.std, self.interpolation)
+        check_labels(self.labels, self.thresholds, self.num_classes)
         if not self.labels:
             self.labels = [f"class_{i}" for i in range(self.num_classes)]
-        if self.thresholds is not None and len(self.thresholds) != self.num_classes:
-            raise LayoverError(f"{len(self.thresholds)} thresholds for {self.num_classes} classes")
 
     @property
     def resolved(self) -> bool:
@@ -71,15 +118,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise LayoverError(f"the model config must be an object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise LayoverError(f"unknown model config keys: {sorted(unknown)}")
         d = dict(d)
         for key in ("mean", "std"):
-            if d.get(key) is not None:
+            if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as e:  # a required key missing
+            raise LayoverError(f"incomplete model config: {e}") from None
 
 
 @dataclass
@@ -99,8 +151,27 @@ class TrainConfig:
     amp: bool = True                # autocast on CUDA only
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        checks.positive_int(self.epochs, "epochs")
+        checks.positive_int(self.batch_size, "batch_size")
+        checks.positive_number(self.lr, "lr")
+        checks.positive_number(self.backbone_lr, "backbone_lr")
+        checks.number(self.momentum, "momentum", 0, 1, high_open=True)
+        checks.nonnegative_number(self.weight_decay, "weight_decay")
+        checks.number(self.pct_start, "pct_start", 0, 1, low_open=True, high_open=True)
+        checks.nonnegative_number(self.grad_clip, "grad_clip")
+        checks.nonnegative_int(self.num_workers, "num_workers")
+        checks.integer(self.seed, "seed")
+        check_device(self.device)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_device(name: Any) -> str:
+    if not isinstance(name, str) or not DEVICE.fullmatch(name):
+        raise LayoverError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return name
 
 
 @dataclass
@@ -115,3 +186,45 @@ class ExportConfig:
     calib_method: str = "entropy"
     opset: int = 18                 # torch's dynamo exporter writes 18; its down-conversion to 17 fails
     static_batch: int | None = None  # fix the batch axis (DLA) instead of a dynamic one
+
+    def __post_init__(self) -> None:
+        checks.positive_int(self.calib_size, "calib_size")
+        checks.positive_int(self.opset, "opset")
+        if self.static_batch is not None:
+            checks.positive_int(self.static_batch, "static_batch")
+
+
+FORMATS = ("torch", "onnxruntime")            # bench backends
+TORCH_MODES = ("eager", "graph", "compile")
+
+
+@dataclass
+class BenchConfig:
+    """What ``bench`` measures (here, not in apps.bench, so the CLI reads its defaults without torch)."""
+    backbone: str = "test_convnext"
+    weights: str = "none"
+    image_size: int | None = None
+    num_classes: int = 80
+    tap: int = 1
+    methods: tuple[str, ...] = METHODS
+    batches: tuple[int, ...] = (1, 8, 32)
+    device: str = "cpu"
+    formats: tuple[str, ...] | None = None       # None: every available format
+    precisions: tuple[str, ...] | None = None    # None: fp32 (+ int8 ONNX) on CPU, fp16 on CUDA
+    modes: tuple[str, ...] | None = None         # torch modes; None: eager (+ graph on CUDA)
+    warmup: int = 10
+    iters: int = 50
+    rounds: int = 5
+    calib_images: int = 64
+    threads: int | None = None                   # CPU threads for torch and ONNX Runtime (None: their default)
+    workdir: Path | None = None                  # where ONNX files go (default: OUT/models)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = set(self.methods) - set(METHODS)
+        if bad or not self.methods:
+            raise LayoverError(f"unknown methods {sorted(bad)}; choose from {METHODS}")
+        if not self.batches or min(self.batches) < 1:
+            raise LayoverError("batch sizes must be positive")
+        if self.iters < self.rounds or self.rounds < 1 or self.warmup < 0:
+            raise LayoverError("need rounds ≥ 1, iters ≥ rounds and warmup ≥ 0")
