@@ -64,11 +64,12 @@ def train_config(args) -> TrainConfig:
 
 def cmd_train(args) -> int:
     from layover_edge.core import distributed
-    from layover_edge.training.run import train
     with distributed.session():
         train_ds, val_ds = dataset(args, "train"), dataset(args, "val")
+        from layover_edge.training.run import train
         cfg = model_config(args, train_ds, method=args.method, tap=args.tap, rs=args.rs)
-        done = train(cfg, train_config(args), train_ds, val_ds, args.out, args.cache, args.resume, not args.quiet)
+        done = train(cfg, train_config(args), train_ds, val_ds, args.out, args.cache, args.resume, not args.quiet,
+                     args.overwrite)
         if distributed.is_main():
             emit(args, done.summary, done.text)
     return 0

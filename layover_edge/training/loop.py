@@ -4,15 +4,22 @@ by validation mAP. LP and RM train from the feature cache in seconds; FT (and th
 trains from images.
 
 Every epoch writes ``metrics.json`` (the history), ``last.pt`` (the state to resume from, loaded
-with ``weights_only=True``) and, when validation mAP improves, the ``best/`` checkpoint.
+with ``weights_only=True``) and, when validation mAP improves, the ``best/`` checkpoint. The state
+holds every random generator the run draws from and what the run was (model, recipe, data), so a
+resumed run repeats the uninterrupted one bit for bit, and a resume with other options is refused
+before any work. A loss that turns NaN or infinite stops the run, naming the epoch and the cause.
 """
 from __future__ import annotations
 
+import json
+import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -21,7 +28,7 @@ from layover_edge.core import distributed
 from layover_edge.core.config import ModelConfig, TrainConfig
 from layover_edge.core.device import resolve_device
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import atomic_path, write_json
+from layover_edge.core.io import make_dir, save_torch, write_json
 from layover_edge.models import LayoverHead, LayoverModel, save_checkpoint
 
 from .batches import Batch, ImageBatches
@@ -80,10 +87,104 @@ def build_optimizer(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, st
     if cfg.method == "ft":
         groups.append({"params": list(model.backbone.parameters()), "lr": tcfg.backbone_lr})
     opt = torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
+    pct = tcfg.pct_start
+    if pct * tcfg.epochs * steps_per_epoch == 1:
+        # OneCycleLR divides by its warm-up length pct·steps − 1, zero for a one-step warm-up (5 steps at
+        # 0.2): a hair more warm-up is the same schedule in the limit, without the division by zero.
+        pct = math.nextafter(pct, 1.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[g["lr"] for g in groups], epochs=tcfg.epochs,
-        steps_per_epoch=steps_per_epoch, pct_start=tcfg.pct_start)
+        steps_per_epoch=steps_per_epoch, pct_start=pct)
     return opt, sched
+
+
+STATE_KEYS = ("model", "optimizer", "scheduler", "history", "best", "best_epoch", "epoch", "seconds", "run", "rng")
+
+
+def run_identity(cfg: ModelConfig, tcfg: TrainConfig, data: dict | None = None) -> dict:
+    """What a resumed run must share with the run it continues: the model, the recipe (not the device
+    or the worker count, which do not change the arithmetic's plan) and, where known, the data."""
+    recipe = {k: v for k, v in tcfg.to_dict().items() if k not in ("device", "num_workers")}
+    return json.loads(json.dumps({"model": cfg.to_dict(), "train": recipe, "data": data or {}}))
+
+
+def read_state(path: Path, map_location="cpu", mmap: bool = False) -> dict:
+    """The resume state in ``path`` (``weights_only``: tensors and plain containers, never code);
+    ``mmap`` reads only what is looked at (the check before a run starts)."""
+    if not path.is_file():
+        raise LayoverError(f"--resume: no {path} to resume from")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # UnpicklingError for code, RuntimeError/EOFError for truncated or foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LayoverError(f"--resume: {path} is not a resume state layover-edge can read ({first[:200]}); "
+                           f"start over with --overwrite") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise LayoverError(f"--resume: {path} is not a layover-edge resume state, or one written by an older "
+                           f"version (it lacks {missing}); start over with --overwrite")
+    return state
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def check_resume(state: dict, identity: dict, path: Path, total_steps: int | None = None) -> None:
+    """LayoverError unless ``state`` continues the run ``identity`` describes (and, when given, its
+    schedule has ``total_steps``)."""
+    saved, now = _flat(state["run"]), _flat(identity)
+    if not identity["data"]:  # a caller that does not know the data cannot compare it
+        saved = {k: v for k, v in saved.items() if not k.startswith("data.")}
+    diff = [f"{k} {str(saved.get(k))[:60]} -> {str(now.get(k))[:60]}" for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)]
+    if total_steps is not None and state["scheduler"].get("total_steps") != total_steps:
+        diff.append(f"steps {state['scheduler'].get('total_steps')} -> {total_steps} (the training split changed)")
+    if diff:
+        raise LayoverError(f"--resume: {path} is the state of a run with other options ({'; '.join(diff)}); "
+                           f"its learning-rate schedule and data order belong to those: resume with the original "
+                           f"options, or start over with --overwrite")
+
+
+def _rng_state(train) -> dict:
+    """Every generator a training step can draw from: torch's (CPU, CUDA), numpy's, Python's, and the
+    batches' own shuffling generator."""
+    np_state = np.random.get_state(legacy=False)
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                       "pos": np_state["state"]["pos"], "has_gauss": np_state["has_gauss"],
+                       "gauss": np_state["gauss"]}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    gen = getattr(train, "generator", None)
+    if gen is not None:
+        state["batches"] = gen.get_state()
+    return state
+
+
+def _set_rng_state(train, state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
+                                                              "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    gen = getattr(train, "generator", None)
+    if gen is not None and "batches" in state:
+        gen.set_state(state["batches"].cpu())
+
+
+def _nonfinite_loss(value: float, epoch: int, step: int, tcfg: TrainConfig, inputs: tuple) -> str:
+    where = f"epoch {epoch + 1}/{tcfg.epochs}, step {step + 1}: the training loss is {value}"
+    if any(t is not None and not bool(torch.isfinite(t).all()) for t in inputs):
+        return f"{where}: the input batch holds NaN or infinite values (a corrupt feature cache or images?)"
+    return (f"{where}: training diverged at learning rate {tcfg.lr:g} (backbone {tcfg.backbone_lr:g}); lower "
+            f"--lr (last.pt holds the last good epoch, if any)")
 
 
 @dataclass
@@ -102,8 +203,9 @@ def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.T
 
 def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterable[Batch],
         val: Iterable[Batch], out: str | Path, resume: bool = False, progress: bool = True,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train, validate every epoch, keep the best checkpoint in ``out/best``.
+        on_epoch: Callable[[dict], None] | None = None, identity: dict | None = None) -> FitResult:
+    """Train, validate every epoch, keep the best checkpoint in ``out/best``. ``identity``
+    (``run_identity``) is what a resume must match; by default the model and the recipe.
 
     Under torchrun, image batches train through DistributedDataParallel and only rank 0
     writes files; cached batches are trained by one process (see ``distributed``).
@@ -111,7 +213,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
     out = Path(out)
     main = distributed.is_main()
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
     device = resolve_device(tcfg.device)
     model.to(device)
     step_model = None  # the DDP wrapper, whose forward syncs gradients
@@ -123,15 +225,16 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
                                   and not torch.cuda.is_bf16_supported())
     history, best, best_epoch, start, elapsed = [], {"mAP": -1.0}, -1, 0, 0.0
     state_file = out / "last.pt"
-    if resume and state_file.is_file():
-        state = torch.load(state_file, map_location=device, weights_only=True)
+    identity = identity or run_identity(cfg, tcfg)
+    if resume:
+        state = read_state(state_file, device)
+        check_resume(state, identity, state_file, tcfg.epochs * len(train))
         (model if cfg.method == "ft" else model.head).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        _set_rng_state(train, state["rng"])
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         start, elapsed = state["epoch"] + 1, state["seconds"]
-    elif resume:
-        raise LayoverError(f"--resume: no {state_file} to resume from")
 
     for epoch in range(start, tcfg.epochs):
         t0 = time.perf_counter()
@@ -139,14 +242,17 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
         if isinstance(train, ImageBatches):
             train.set_epoch(epoch)
         total, count = 0.0, 0
-        for inputs, y in tqdm(train, desc=f"{cfg.method} epoch {epoch + 1}/{tcfg.epochs}",
-                              leave=False, disable=not progress or not main):
+        for step, (inputs, y) in enumerate(tqdm(train, desc=f"{cfg.method} epoch {epoch + 1}/{tcfg.epochs}",
+                                                leave=False, disable=not progress or not main)):
             with _autocast(device, tcfg.amp):
                 if step_model is not None:
                     logits = step_model(inputs[0].to(device, non_blocking=True))
                 else:
                     logits, _ = forward_batch(model, inputs, device)
                 loss = soft_margin_loss(logits, y.to(device))
+            value = loss.item()
+            if not math.isfinite(value):
+                raise LayoverError(_nonfinite_loss(value, epoch, step, tcfg, inputs))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tcfg.grad_clip > 0:
@@ -155,7 +261,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
             scaler.step(opt)
             scaler.update()
             sched.step()
-            total += loss.item() * len(y)
+            total += value * len(y)
             count += len(y)
         if step_model is not None:  # the epoch's loss over all ranks' images
             total, count = map(sum, zip(*distributed.all_gather_objects((total, count))))
@@ -176,10 +282,10 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
                                                                  "train": tcfg.to_dict()})
             write_json(out / "metrics.json", {"method": cfg.method, "history": history,
                                               "best_epoch": best_epoch, "best": best})
-            with atomic_path(state_file) as tmp:
-                torch.save({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "history": history, "best": best,
-                            "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed}, tmp)
+            save_torch({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "history": history, "best": best,
+                        "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed, "run": identity,
+                        "rng": _rng_state(train)}, state_file)
         if on_epoch:
             on_epoch(row)
     if step_model is not None:
