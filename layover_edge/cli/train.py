@@ -40,11 +40,11 @@ def cmd_params(args) -> int:
 
 def cmd_features(args) -> int:
     from layover_edge.core import distributed
-    from layover_edge.core.device import resolve_device
-    from layover_edge.data.loading import skipped_text
-    from layover_edge.training.features import extract_features
     with distributed.session():
-        ds, split = dataset(args, "train"), split_name(args, "train")
+        ds, split = dataset(args, "train"), split_name(args, "train")  # bad label files fail before the imports
+        from layover_edge.core.device import resolve_device
+        from layover_edge.data.loading import skipped_text
+        from layover_edge.training.features import extract_features
         root = Path(args.cache) / split
         cache = extract_features(model_config(args, ds, method="lp"), ds, split, root, args.batch_size,
                                  str(resolve_device(args.device)), args.workers, progress=not args.quiet)
