@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
 
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.images import open_rgb
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265"})
@@ -113,9 +113,8 @@ class Source(ABC):
 
 def read_image(path: str) -> Frame:
     try:
-        with Image.open(path) as im:
-            return Frame(path, 0, np.array(im.convert("RGB")))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        return Frame(path, 0, np.array(open_rgb(path)))
+    except (OSError, ValueError) as e:
         return Frame(path, 0, None, f"not a readable image: {e}")
 
 

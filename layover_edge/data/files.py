@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.images import open_rgb
 
 # Images whose file is missing: "error" stops before any work (a wrong --data-root is the usual
 # cause, better found now than an hour into extraction); "skip" loads them as unreadable, so
@@ -68,12 +69,10 @@ class FileDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Image.Image, torch.Tensor]:
         path = self.root / self.files[i]
         try:
-            with Image.open(path) as im:
-                im.load()  # decode now: a truncated file fails here, inside the loader's try
-                image = im.convert("RGB")
+            image = open_rgb(path)
         except FileNotFoundError:
             raise OSError(f"{path}: file not found") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except (OSError, ValueError) as e:
             raise OSError(f"{path}: cannot read image ({e})") from None
         return image, torch.from_numpy(self.targets[i].astype(np.float32))
 
