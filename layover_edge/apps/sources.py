@@ -218,9 +218,12 @@ def rtsp_source(spec: str, o: CaptureOptions) -> Source:
 
 
 def file_paths(spec: str) -> tuple[list[str], str | None]:
-    """The files a path, folder or glob names (sorted), or why it names none."""
+    """The files a path, folder or glob names (sorted), or why it names none. A folder yields its
+    images and those of its sub-folders, as the folder data set reads them (hidden ones left out)."""
     if os.path.isdir(spec):
-        paths = sorted(str(p) for p in Path(spec).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        root = Path(spec)
+        paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
         return paths, None if paths else f"folder {spec} has no image files ({', '.join(sorted(IMAGE_EXTS))})"
     if os.path.exists(spec):
         return [spec], None

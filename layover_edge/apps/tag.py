@@ -177,20 +177,41 @@ def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str
         threshold: float | None = None, topk: int = 0, batch_size: int = 8,
         capture: CaptureOptions | None = None, progress: bool = True) -> dict:
     """Tag every frame of ``sources`` (files, globs, folders, videos, cameras, streams): one JSON
-    line per frame to ``jsonl`` (``-`` is stdout, flushed per frame; a file appears complete, under
-    its name, at the end), drawn frames into ``save``. Returns the summary."""
-    to_stdout = str(jsonl) == "-"
+    line per frame to ``jsonl`` (``-`` is stdout and a pipe or device is written directly, flushed per
+    frame; a file appears under its name at the end, holding every frame tagged, also when a later
+    frame fails: the failure is raised after it is written), drawn frames into ``save``. Returns the
+    summary."""
+    streamed = str(jsonl) == "-" or (Path(jsonl).exists() and not Path(jsonl).is_file() and not Path(jsonl).is_dir())
     opened = open_sources(list(sources), capture)
+    failure: Exception | None = None
     with ExitStack() as stack:
-        stream = sys.stdout if to_stdout else stack.enter_context(open(stack.enter_context(atomic_path(jsonl)), "w"))
+        if str(jsonl) == "-":
+            stream = sys.stdout
+        else:
+            stream = stack.enter_context(open(jsonl if streamed else stack.enter_context(atomic_path(jsonl)), "w"))
+
+        broken: list[OSError] = []
 
         def write(record: dict) -> None:
-            stream.write(json.dumps(record) + "\n")
-            if to_stdout:
-                stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
+            try:
+                stream.write(json.dumps(record) + "\n")
+                if streamed:
+                    stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
+            except OSError as e:  # a full disk behind the output, a closed pipe: say which output
+                broken.append(e)
+                raise OSError(e.errno, e.strerror, e.filename or ("stdout" if stream is sys.stdout else str(jsonl))) \
+                    from None
 
-        drawer = Drawer(save) if save else None
-        summary = Tagger(backend, write, threshold, topk, batch_size, drawer, progress).run(opened).to_dict()
+        tagger = Tagger(backend, write, threshold, topk, batch_size, None, progress)
+        try:
+            tagger.drawer = Drawer(save) if save else None
+            summary = tagger.run(opened).to_dict()
+        except Exception as e:
+            if broken:  # the output itself failed: it may end mid-line, so publish nothing (the old file stays)
+                raise
+            failure = e  # keep what was tagged: the file is completed with those lines, then e is raised
+    if failure is not None:
+        raise failure
     return summary | {"backend": backend.metadata()}
 
 
