@@ -5,6 +5,7 @@ backend, the bad requests the issue lists, and a clean SIGTERM / SIGINT shutdown
 Two servers start side by side, once for the module: the exported FP32 ONNX file (with a queue
 delay, so concurrent requests share a batch) and the checkpoint directory itself.
 """
+import importlib.util
 import io
 import json
 import os
@@ -345,6 +346,26 @@ def test_serve_refuses_bad_input_with_one_line(models, tmp_path, capsys):
             err = capsys.readouterr().err
             lines = [line for line in err.splitlines() if "error:" in line]
             assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_the_load_benchmark_counts_right_answers(servers, models, images):
+    """benchmarks/serve.py's load loop, small, on this module's server: every answer checked."""
+    spec = importlib.util.spec_from_file_location("serve_bench", Path(__file__).parents[1] / "benchmarks" / "serve.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, probs, _ = local(models[1], images)
+
+    def make():
+        client = servers["onnx"].client("grpc")
+
+        def call(n):
+            got = client.infer("tagger", np.array([[images[n % 3].read_bytes()]], dtype=object))
+            right = bool(np.abs(got["probabilities"][0] - probs[n % 3]).max() <= bench.TOLERANCE)
+            return right and n != 4  # one answer called wrong on purpose: the loop must count it
+        return call, client.close
+    row = bench.load(make, clients=2, requests=5, deadline_s=60)
+    assert (row["answered"], row["wrong"], row["failed"], row["lost"]) == (10, 1, 0, 0)
+    assert row["p50 ms"] <= row["p90 ms"] <= row["p99 ms"]
 
 
 def test_sigterm_and_sigint_stop_cleanly_and_leave_nothing(servers):
