@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -346,6 +347,23 @@ def test_serve_refuses_bad_input_with_one_line(models, tmp_path, capsys):
             err = capsys.readouterr().err
             lines = [line for line in err.splitlines() if "error:" in line]
             assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_the_readme_client_examples_run(servers, images, tmp_path, monkeypatch, capsys):
+    section = (Path(__file__).parents[1] / "README.md").read_text().split("## Serve with Triton", 1)[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(images[0].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    info = servers["onnx"].info
+    for block in blocks:
+        code = block.replace("127.0.0.1:8001", f"127.0.0.1:{info['grpc']}").replace("127.0.0.1:8000",
+                                                                                f"127.0.0.1:{info['http']}")
+        exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1 []" and "(1, 5)" in out[1]
+    assert json.loads((tmp_path / "tags.jsonl").read_text())["source"] == "photos/cat.jpg"
 
 
 def test_the_load_benchmark_counts_right_answers(servers, models, images):
