@@ -63,8 +63,10 @@ def descendants(pid: int) -> set[int]:
 
 
 def triton_temp_files() -> set[str]:
-    """What Triton's core and the python backend create per run and remove on a clean stop."""
-    return {p.name for p in Path("/tmp").iterdir() if p.name.startswith(("folder", "python_env_"))}
+    """What Triton's core, the python backend and PyTriton's shared memory create per run and
+    remove on a clean stop (only a killed server leaves them)."""
+    return ({p.name for p in Path("/tmp").iterdir() if p.name.startswith(("folder", "python_env_"))}
+            | {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("pytrtion")})
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +100,9 @@ def servers(models, tmp_path_factory):
             server.wait_ready()
         trees = {id(s): descendants(s.process.pid) for s in started}
         yield {"onnx": onnx, "torch": torch_server, "home": home, "before": before, "trees": trees}
-    finally:
-        for server in started:  # the last test stops them; this is the safety net
-            if server.process.poll() is None:
-                server.kill()
+    finally:  # the last test stops them and checks; this stops them cleanly when it did not run
+        for server in started:
+            server.stop()  # SIGTERM; a server still up after its timeout is killed
 
 
 @pytest.fixture(scope="module")
