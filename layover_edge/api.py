@@ -192,18 +192,19 @@ def serve(model: str | Path, device: str = "auto", precision: str = "fp32", mode
     return run(open_model(model, device, precision, mode), ServeConfig(**options))
 
 
-def start_server(model: str | Path, device: str = "cpu", startup_timeout: float = 180.0,
-                 env: dict[str, str] | None = None, **options):
+def start_server(model: str | Path, device: str = "cpu", env: dict[str, str] | None = None, **options):
     """``layover-edge serve MODEL`` as a child process, ready when this returns; ``.client()`` talks to
     it, ``.stop()`` (or leaving a ``with`` block) shuts it down. Options as ``serve``."""
     from layover_edge.apps.serve_client import ServerProcess
-    server = ServerProcess(model, ServeConfig(**options), device, startup_timeout, env)
+    server = ServerProcess(model, ServeConfig(**options), device, env=env)
     server.start()
     return server
 
 
-def connect(url: str = "127.0.0.1:8001", protocol: str = "grpc", timeout: float = 60.0):
-    """A client of a running server (``host:port`` of its gRPC or HTTP endpoint): ``tag`` files and
-    folders, ``tag_bytes`` encoded images, ``tag_tensor`` / ``probabilities`` preprocessed batches."""
+def connect(url: str | None = None, protocol: str = "grpc"):
+    """A client of a running server (``host:port`` of its gRPC or HTTP endpoint; default: the serve
+    defaults on this machine): ``tag`` files and folders, ``tag_bytes`` encoded images,
+    ``tag_tensor`` / ``probabilities`` preprocessed batches."""
     from layover_edge.apps.serve_client import Client
-    return Client(url, protocol, timeout)
+    s = ServeConfig()
+    return Client(url or f"{s.host}:{s.grpc_port if protocol == 'grpc' else s.http_port}", protocol)

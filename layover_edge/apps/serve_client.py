@@ -27,6 +27,8 @@ from .sources import file_paths
 from .tag import jsonl_writer, label_records
 
 PROTOCOLS = ("grpc", "http")
+REQUEST_TIMEOUT_S = 60.0   # one request, connection included
+STARTUP_TIMEOUT_S = 180.0  # a start takes 10-25 s on two busy cores; PyTriton's own wait is 120 s
 
 
 def _tritonclient(protocol: str):
@@ -47,7 +49,7 @@ class Client:
     """A client of one server. ``url`` is host:port of its gRPC or HTTP endpoint. The HTTP client is
     gevent-based: use each Client from the thread that made it (one per thread)."""
 
-    def __init__(self, url: str, protocol: str = "grpc", timeout: float = 60.0):
+    def __init__(self, url: str, protocol: str = "grpc", timeout: float = REQUEST_TIMEOUT_S):
         self.module, self.error_type = _tritonclient(protocol)
         self.url, self.protocol, self.timeout = url, protocol, timeout
         if protocol == "grpc":
@@ -159,7 +161,7 @@ class ServerProcess:
     SIGTERM from the kernel (Linux's parent-death signal, tied to the thread that started it)."""
 
     def __init__(self, model: str | Path, cfg: ServeConfig | None = None, device: str = "cpu",
-                 startup_timeout: float = 180.0, env: dict[str, str] | None = None):
+                 startup_timeout: float = STARTUP_TIMEOUT_S, env: dict[str, str] | None = None):
         self.cmd = [sys.executable, "-m", "layover_edge", "serve", str(model), "--json", "--device", device,
                     *serve_args(cfg or ServeConfig())]
         self.startup_timeout, self.env = startup_timeout, env
@@ -199,10 +201,10 @@ class ServerProcess:
                 raise LayoverError(f"the server {why}; its output: {' | '.join(self.lines[-5:]) or '(none)'}")
         return self.info
 
-    def client(self, protocol: str = "grpc", timeout: float = 60.0) -> Client:
+    def client(self, protocol: str = "grpc", timeout: float = REQUEST_TIMEOUT_S) -> Client:
         return Client(f"{self.info['host']}:{self.info[protocol]}", protocol, timeout)
 
-    def stop(self, timeout: float = 60.0, sig: int = signal.SIGTERM) -> int:
+    def stop(self, timeout: float = STARTUP_TIMEOUT_S, sig: int = signal.SIGTERM) -> int:
         """``sig``, then wait for the exit code; the whole process group is killed if it has not exited
         by ``timeout``."""
         if self.process is None or self.process.poll() is not None:
