@@ -111,10 +111,19 @@ class Source(ABC):
         pass
 
 
+def decode_image(file, max_pixels: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image file or file object, decoded by PIL as training reads it.
+    ``max_pixels`` refuses a larger image from its header, before the pixels are decoded."""
+    with Image.open(file) as im:
+        if max_pixels is not None and im.width * im.height > max_pixels:
+            raise ValueError(f"image is {im.width}x{im.height} = {im.width * im.height:,} pixels, "
+                             f"over the limit of {max_pixels:,}")
+        return np.array(im.convert("RGB"))
+
+
 def read_image(path: str) -> Frame:
     try:
-        with Image.open(path) as im:
-            return Frame(path, 0, np.array(im.convert("RGB")))
+        return Frame(path, 0, decode_image(path))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         return Frame(path, 0, None, f"not a readable image: {e}")
 

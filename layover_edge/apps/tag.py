@@ -59,6 +59,11 @@ def select_tags(probs: np.ndarray, labels: list[str], thresholds: np.ndarray, to
     return out
 
 
+def label_records(tags: Tags) -> list[dict]:
+    """The ``labels`` of a frame's JSON line."""
+    return [{"label": name, "score": round(score, 4)} for name, score in tags]
+
+
 @dataclass
 class TagSummary:
     frames: int = 0
@@ -158,8 +163,7 @@ class Tagger:
         probs = self.backend.predict(x)
         self.summary.inference_seconds += time.perf_counter() - t0
         for f, tags in zip(good, select_tags(probs, self.backend.info.labels, self.thresholds, self.topk)):
-            self.write({"source": f.source, "frame": f.index,
-                        "labels": [{"label": name, "score": round(score, 4)} for name, score in tags]})
+            self.write({"source": f.source, "frame": f.index, "labels": label_records(tags)})
             self.summary.frames += 1
             self.summary.tags += len(tags)
             self.summary.per_label.update(name for name, _ in tags)
@@ -173,22 +177,28 @@ class Tagger:
             self.drawer.image(f.source, annotate(f.image, tags))
 
 
+def jsonl_writer(jsonl: str | Path, stack: ExitStack) -> Callable[[dict], None]:
+    """A writer of one JSON line per record: to stdout (``-``, flushed per record) or to a file that
+    appears complete, under its name, when ``stack`` closes."""
+    to_stdout = str(jsonl) == "-"
+    stream = sys.stdout if to_stdout else stack.enter_context(open(stack.enter_context(atomic_path(jsonl)), "w"))
+
+    def write(record: dict) -> None:
+        stream.write(json.dumps(record) + "\n")
+        if to_stdout:
+            stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
+    return write
+
+
 def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str | Path | None = None,
         threshold: float | None = None, topk: int = 0, batch_size: int = 8,
         capture: CaptureOptions | None = None, progress: bool = True) -> dict:
     """Tag every frame of ``sources`` (files, globs, folders, videos, cameras, streams): one JSON
     line per frame to ``jsonl`` (``-`` is stdout, flushed per frame; a file appears complete, under
     its name, at the end), drawn frames into ``save``. Returns the summary."""
-    to_stdout = str(jsonl) == "-"
     opened = open_sources(list(sources), capture)
     with ExitStack() as stack:
-        stream = sys.stdout if to_stdout else stack.enter_context(open(stack.enter_context(atomic_path(jsonl)), "w"))
-
-        def write(record: dict) -> None:
-            stream.write(json.dumps(record) + "\n")
-            if to_stdout:
-                stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
-
+        write = jsonl_writer(jsonl, stack)
         drawer = Drawer(save) if save else None
         summary = Tagger(backend, write, threshold, topk, batch_size, drawer, progress).run(opened).to_dict()
     return summary | {"backend": backend.metadata()}

@@ -115,3 +115,23 @@ class ExportConfig:
     calib_method: str = "entropy"
     opset: int = 18                 # torch's dynamo exporter writes 18; its down-conversion to 17 fails
     static_batch: int | None = None  # fix the batch axis (DLA) instead of a dynamic one
+    triton_repo: str | None = None   # also write a Triton model repository here (export/triton_repo.py)
+    triton_engine: str | None = None  # ... with this TensorRT engine as a second model
+    triton_max_batch: int | None = None  # None: the engine profile's maximum, else ServeConfig.max_batch
+
+
+@dataclass
+class ServeConfig:
+    """How ``serve`` runs Triton (through PyTriton) and how a generated repository batches.
+    A port of 0 picks a free one."""
+
+    host: str = "127.0.0.1"         # loopback unless told otherwise
+    http_port: int = 8000           # Triton's own defaults
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 8              # images per model execution, gathered by Triton's dynamic batcher
+    max_queue_delay_us: int = 0     # Triton's default: batch what is queued, never wait for more
+    max_image_pixels: int = 64_000_000  # decoding bound per image (192 MB of RGB); PIL's own bomb limit is 89 MP
+    threshold: float | None = None  # one threshold for every class instead of the model's
+    topk: int = 0
+    log_file: str | None = None     # tritonserver's log (default: layover-edge-serve-PID.log in the temp dir)
