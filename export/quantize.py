@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from layover_edge.artifacts.onnx_metadata import get_metadata, set_metadata
+from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata, set_metadata
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 
-from .onnx import check_onnx
 
 CALIB_METHODS = ("max", "entropy")
 INSTALL_HINT = ('ModelOpt is not installed: pip install "nvidia-modelopt>=0.44" onnxslim onnxconverter-common '
