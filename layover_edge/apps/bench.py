@@ -24,17 +24,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from layover_edge.core.config import METHODS, ModelConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import save_figure, write_json, write_text
-from layover_edge.models import save_checkpoint
 from layover_edge.runtime.base import Backend
-from layover_edge.runtime.torch_backend import PRECISIONS, TorchBackend
 
 log = logging.getLogger(__name__)
+# torch, timm and the models are imported where used: the CLI registers this verb on a device
+# install without torch (doctor, build, tag), and a Jetson should not pay torch's import for them.
 FORMATS = ("torch", "onnxruntime")
 TORCH_MODES = ("eager", "graph", "compile")
 ONNX_PRECISIONS = ("fp32", "int8")
@@ -100,6 +99,7 @@ def cpu_name() -> str:
 def environment(device: torch.device) -> dict[str, Any]:
     """Device name and library versions, stored beside every number."""
     import timm
+    import torch
     env = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
            "device": str(device), "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
            "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
@@ -114,6 +114,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def plan_variants(cfg: BenchConfig, device: torch.device) -> list[Variant]:
     """Every variant requested (or available by default) on this device."""
+    from layover_edge.runtime.torch_backend import PRECISIONS
     cuda = device.type == "cuda"
     formats = cfg.formats or tuple(f for f in FORMATS if f == "torch" or importlib.util.find_spec(f) is not None)
     bad = set(formats) - set(FORMATS)
@@ -153,6 +154,7 @@ def time_host(backend: Backend, x: np.ndarray, n: int) -> list[float]:
 def time_device(run: Callable[[], Any], n: int) -> list[float]:
     """One device-resident inference per call, in ms from CUDA events, waiting for each so the
     number is one request's latency, not a pipelined rate."""
+    import torch
     out = []
     for _ in range(n):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -176,6 +178,7 @@ class Prepared:
 def build_models(cfg: BenchConfig) -> dict[str, tuple[torch.nn.Module, ModelConfig]]:
     """LP, RM, FT of one backbone; the same seed gives all three the same backbone weights."""
     from layover_edge.models import build_model, resolve_config
+    import torch
     out = {}
     for method in cfg.methods:
         mc = resolve_config(ModelConfig(backbone=cfg.backbone, num_classes=cfg.num_classes, method=method,
@@ -210,6 +213,7 @@ def onnx_file(prep: Prepared, method: str, precision: str, calib_images: int) ->
     if key in prep.onnx:
         return prep.onnx[key]
     from layover_edge.export.onnx import export_onnx
+    from layover_edge.models import save_checkpoint
     fp32 = prep.onnx.get((method, "fp32"))
     if fp32 is None:
         model, mc = prep.models[method]
@@ -225,6 +229,7 @@ def onnx_file(prep: Prepared, method: str, precision: str, calib_images: int) ->
 
 def open_variant(prep: Prepared, v: Variant, method: str, device: torch.device, cfg: BenchConfig) -> Backend:
     if v.format == "torch":
+        from layover_edge.runtime.torch_backend import TorchBackend
         return TorchBackend.from_model(fresh_copy(*prep.models[method]), prep.models[method][1], str(device),
                                        v.precision, v.mode)
     from layover_edge.runtime.onnx_backend import OnnxBackend
@@ -258,6 +263,7 @@ def measure(backends: dict[str, Backend], batch: int, cfg: BenchConfig, device: 
 
 
 def release(backends: dict[str, Backend]) -> None:
+    import torch
     backends.clear()
     gc.collect()
     if torch.cuda.is_available():
@@ -266,6 +272,7 @@ def release(backends: dict[str, Backend]) -> None:
 
 def run_bench(cfg: BenchConfig, out: Path, progress: bool = True) -> dict:
     """Benchmark every variant × method × batch; write bench.json, bench.md, bench.png into ``out``."""
+    import torch
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LayoverError(f"device {cfg.device} requested but CUDA is not available")
