@@ -101,6 +101,9 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
     check_onnx(onnx_path)
     proto = onnx.load(str(onnx_path), load_external_data=False)
     meta = get_metadata(proto, onnx_path)
+    if meta.get("quantizer") == "onnxruntime-qoperator":
+        raise LayoverError(f"{onnx_path.name} is ONNX Runtime's CPU INT8 graph (QLinear ops), which TensorRT does "
+                           f"not build: build model.int8.onnx (explicit Q/DQ) instead")
     mode = precision_mode(meta["precision"], precision, trt_version, dla=dla_core is not None)
     static = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value  # 0: dynamic batch axis
     batch = tuple(batch or ((static,) * 3 if static else target.batch))
