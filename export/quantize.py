@@ -6,9 +6,9 @@ file builds on TensorRT 10 (JetPack 6) and TensorRT 11 (strongly typed only, no 
 
 - INT8 for ONNX Runtime on the CPU (``quantize_int8_ort``): ONNX Runtime's own static quantizer in
   QOperator form (QLinearConv, QLinearMatMul). ModelOpt's graph is for TensorRT: on ONNX Runtime's CPU
-  provider its Q/DQ pairs run as separate ops and it is slower than FP32 (efficientnet_lite0 at 224 px,
-  batch 1, 2 threads, one run: FP32 37.5 ms, ModelOpt Q/DQ 86.0 ms, ONNX Runtime QDQ 31.8 ms, QOperator
-  20.5 ms), so it checks INT8 accuracy there, not speed. TensorRT cannot build the QOperator graph.
+  provider its Q/DQ pairs run as separate ops and it is slower than FP32, so it checks INT8 accuracy
+  there, not speed (README "Benchmark": RM on efficientnet_lite0 at 224 px, batch 1, one run: FP32
+  36.2 ms, ModelOpt Q/DQ 67.7 ms, QOperator 12.4 ms). TensorRT cannot build the QOperator graph.
 
 All keep the head (RS sigmoid, α gate, mix, classifier) and the output sigmoid in FP32: the
 node list is in the graph's metadata (``high_precision_nodes``), the same list the TensorRT 10
