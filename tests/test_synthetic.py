@@ -58,7 +58,7 @@ def test_targets_match_objects_and_geometry():
         img, target = ds[i]
         objs = ds.objects(i)
         assert img.mode == "RGB" and img.size == (s, s)
-        assert target.dtype == torch.float32 and target.shape == (ds.num_classes,)
+        assert target.dtype == np.float32 and target.shape == (ds.num_classes,)
         classes = [o.class_index for o in objs]
         assert len(set(classes)) == len(classes)  # all objects of different classes
         assert torch.equal(torch.as_tensor(target), torch.zeros(ds.num_classes).index_fill_(0, torch.tensor(classes), 1))
