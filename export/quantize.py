@@ -30,7 +30,6 @@ from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata, set_m
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 
-
 CALIB_METHODS = ("max", "entropy")
 ORT_QUANTIZER = "onnxruntime-qoperator"  # metadata "quantizer" of quantize_int8_ort's graphs
 INSTALL_HINT = ('ModelOpt is not installed: pip install "nvidia-modelopt>=0.44" onnxslim onnxconverter-common '

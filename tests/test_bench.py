@@ -76,12 +76,12 @@ def test_onnxruntime_int8_graph_is_quantized_close_and_not_for_tensorrt(tmp_path
     import onnx
 
     from layover_edge.apps.bench import calibration
+    from layover_edge.core.config import ModelConfig
     from layover_edge.export.build import prepare_build
     from layover_edge.export.onnx import export_onnx
     from layover_edge.export.quantize import quantize_int8_ort
     from layover_edge.export.targets import get_target
     from layover_edge.models import build_model, resolve_config, save_checkpoint
-    from layover_edge.core.config import ModelConfig
     from layover_edge.runtime.onnx_backend import OnnxBackend
     cfg = resolve_config(ModelConfig(backbone="test_convnext", num_classes=5, weights="none", image_size=48))
     fp32 = export_onnx(save_checkpoint(build_model(cfg), cfg, tmp_path / "ckpt"), tmp_path / "m.onnx")

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from onnx_fixtures import tiny_onnx
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -63,9 +63,9 @@ def test_cuda_python_too_new_for_the_driver_is_named():
 
 
 def test_device_extra_pins_cuda_python_for_jetpack_6():
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     from packaging.requirements import Requirement
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     device = {r.name: r for r in map(Requirement, project["optional-dependencies"]["device"])}

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from tensorrt_surface import returns, surface
 
 ROOT = Path(__file__).resolve().parents[1]

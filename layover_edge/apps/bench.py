@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,6 +30,9 @@ from layover_edge.core.config import METHODS, ModelConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import save_figure, write_json, write_text
 from layover_edge.runtime.base import Backend
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 # torch, timm and the models are imported where used: the CLI registers this verb on a device
@@ -181,8 +184,9 @@ class Prepared:
 
 def build_models(cfg: BenchConfig) -> dict[str, tuple[torch.nn.Module, ModelConfig]]:
     """LP, RM, FT of one backbone; the same seed gives all three the same backbone weights."""
-    from layover_edge.models import build_model, resolve_config
     import torch
+
+    from layover_edge.models import build_model, resolve_config
     out = {}
     for method in cfg.methods:
         mc = resolve_config(ModelConfig(backbone=cfg.backbone, num_classes=cfg.num_classes, method=method,
