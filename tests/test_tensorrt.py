@@ -238,3 +238,12 @@ def test_static_batch_engine_tags_one_frame_at_a_time(tmp_path):
     want = 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True))).repeat(2, 1)
     np.testing.assert_allclose(backend.predict(x[:1]), want[:1], atol=1e-5)
     np.testing.assert_allclose(backend.predict(x), want, atol=1e-5)
+
+
+def test_build_dla_says_what_runs_on_the_gpu(tmp_path, capsys):
+    from layover_edge.cli import main
+    path = tiny_onnx(tmp_path / "q.onnx", "int8", batch=4)
+    assert main(["build", str(path), "--precision", "int8", "--target", "orin-agx", "--dla-core", "0",
+                 "--trtexec-only"]) == 0
+    out, err = capsys.readouterr()
+    assert "--useDLACore=0" in out and "FP32 head (3 ONNX nodes)" in err and "run on the GPU" in err
