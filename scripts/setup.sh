@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -e ".[dev,viz,data,triton,export,int8,serve]"
+.venv/bin/python -m pip install -q -e ".[dev,train,viz,data,triton,export,int8,serve]"

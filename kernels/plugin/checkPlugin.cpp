@@ -124,10 +124,17 @@ int main()
     expect(!build->supportsFormatCombination(5, io, 5, 1), "output must share z's type");
     io[5].desc.type = DataType::kHALF;
     expect(build->configurePlugin(io, 5, io + 5, 1) == 0, "configure NCHW");
+    io[2].desc.dims.d[1] = 512;
+    expect(build->configurePlugin(io, 5, io + 5, 1) != 0, "w_rs's C must be h's channels");
+    io[2].desc.dims.d[1] = 768, io[2].desc.dims.d[0] = 4096;
+    expect(build->configurePlugin(io, 5, io + 5, 1) != 0, "w_rs's N must be z's width");
+    io[2].desc.dims.d[0] = 6144;
 
     auto* nhwcBuild = static_cast<IPluginV3OneBuild*>(fromOnnx->getCapabilityInterface(PluginCapabilityType::kBUILD));
     expect(!nhwcBuild->supportsFormatCombination(0, io, 5, 1), "NHWC h refuses channels-last formats");
+    io[0].desc.dims = tensor({8, 112, 112, 768}, DataType::kHALF).desc.dims;
     expect(nhwcBuild->configurePlugin(io, 5, io + 5, 1) == 0, "configure 4-D NHWC");
+    io[0].desc.dims = tensor({8, 768, 112, 112}, DataType::kHALF).desc.dims;
 
     // Build-time workspace covers the launcher's exact need at every batch up to the max.
     size_t const ws = build->getWorkspaceSize(io, 5, io + 5, 1);

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from layover_edge.core.config import Preprocess
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 from layover_edge.core.tables import format_table
-from layover_edge.data.loading import build_transform
+from layover_edge.data.pixels import to_batch
 from layover_edge.runtime.base import Backend
 
 from .draw import Drawer, Tags, annotate
@@ -33,17 +32,15 @@ from .sources import Capture, CaptureOptions, Frame, Source, open_sources
 
 
 class Preprocessor:
-    """The training transform (``build_transform``: square resize, to float, normalise) applied to
-    RGB uint8 frames, whether they came from PIL or OpenCV: one implementation, so tags on the
-    device match the validation numbers."""
+    """The training transform (square resize, to float, normalise) applied to RGB uint8 frames, whether
+    they came from PIL or OpenCV, in numpy and Pillow (data/pixels.py: within 2 uint8 levels of
+    torchvision's), so tagging needs no torch on the device."""
 
     def __init__(self, preprocess: Preprocess):
-        # build_transform reads only image_size, mean, std and interpolation, which Preprocess has.
-        self.transform = build_transform(preprocess)
+        self.preprocess = preprocess
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():  # torch wants writable arrays; PIL's and a caller's may be read-only
-            return torch.stack([self.transform(im if im.flags.writeable else im.copy()) for im in images]).numpy()
+        return to_batch(images, self.preprocess)
 
 
 def select_tags(probs: np.ndarray, labels: list[str], thresholds: np.ndarray, topk: int = 0) -> list[Tags]:

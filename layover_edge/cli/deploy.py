@@ -1,6 +1,8 @@
 """The deployment verbs: ``export``, ``build`` and ``parity``."""
 from __future__ import annotations
 
+import sys
+
 from layover_edge.core.config import ExportConfig, ServeConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.export.targets import TARGETS
@@ -24,6 +26,8 @@ def cmd_build(args) -> int:
     req = plan_engine(args.onnx, args.precision, args.target, args.out, args.min_batch, args.opt_batch, args.max_batch,
                       args.workspace_gb, args.plugins or [], args.timing_cache, args.dla_core, args.trt_version)
     command = req.trtexec()
+    if req.dla_note() and not args.json:
+        print(req.dla_note(), file=sys.stderr)
     if args.trtexec_only:
         emit(args, {"trtexec": command, "tensorrt": req.trt_version, "mode": vars(req.mode)}, command)
         return 0

@@ -124,9 +124,10 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=None,
                    help="backends (default: every installed one)")
-    p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8"), default=None,
-                   help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32/int8 "
-                        "(default: fp32 + ONNX int8 on CPU, fp16 on CUDA)")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8", "int8-ort"), default=None,
+                   help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32, int8 (the TensorRT Q/DQ graph: "
+                        "accuracy emulation on the CPU) and int8-ort (ONNX Runtime's own INT8, the CPU speed path) "
+                        "(default: fp32 and both ONNX int8 forms on CPU, fp16 on CUDA)")
     p.add_argument("--modes", nargs="+", choices=TORCH_MODES, default=None,
                    help="PyTorch modes (default: eager on CPU; eager and graph on CUDA)")
     p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
