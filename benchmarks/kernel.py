@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from layover_edge.core.io import save_figure, write_json, write_text
 from layover_edge.kernels import cuda_lib
 from layover_edge.kernels import op as kernels_op
 from layover_edge.kernels.op import fused_mix
+from layover_edge.kernels.reference import gate, mix, pool, rs
 from layover_edge.kernels.triton_fused_mix import fused_mix_triton
 
 # (name, layout, C, H, W, N): stage outputs of the paper's backbones; N = pre-logit width.
@@ -50,14 +50,12 @@ E2E = [("resnetv2_50x3_bit", 448, "stages.0", "NCHW"), ("swin_base_patch4_window
 SPEEDUP_SHAPE, SPEEDUP_GOAL = "BiT-R50x3@1 448", 10.0
 BANDWIDTH_MIN_BATCH, BANDWIDTH_GOAL = 8, 0.80
 RM_OVER_LP_GOAL = 1.01
-_POOL_DIMS = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}
 
 
 def eager_branch(h, z, w_rs, w_sl, b_sl, layout):
-    """The branch as the paper's code runs it: mean, Linear, sigmoid, gate, mix in z's dtype."""
-    h_hat = torch.sigmoid(F.linear(h.mean(_POOL_DIMS[layout]), w_rs))
-    alpha = torch.sigmoid(F.linear(z, w_sl[None], b_sl))
-    return alpha * h_hat + (1 - alpha) * z
+    """The branch as the paper's code runs it: the reference's pieces (mean, Linear + sigmoid,
+    gate, mix) as plain PyTorch ops in the activations' dtype, no float32 casts."""
+    return mix(rs(pool(h, layout, h.dtype), w_rs), gate(z, w_sl, b_sl), z)
 
 
 def median_us(fn, iters: int, repeats: int = 7) -> float:

@@ -38,13 +38,18 @@ def default_forms(checkpoint: str | Path) -> list[str]:
 def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None = None,
                data_root: str | None = None, progress: bool = True) -> dict[str, dict]:
     """Export ``checkpoint`` into ``out``: model.onnx (portable), model.plugin.onnx and, on request,
-    model.int8.onnx (Q/DQ, calibrated on ``ec.calib_data``) and model.fp16.onnx. Returns one row per file."""
+    model.int8.onnx (Q/DQ, calibrated on ``ec.calib_data``), model.fp16.onnx and a Triton model repository
+    (``ec.triton_repo``). Returns one row per file or repository model."""
     from .onnx import export_onnx
     ec = ec or ExportConfig()
     out = Path(out)
     forms = list(ec.forms or default_forms(checkpoint))
     if (ec.int8 or ec.fp16) and "portable" not in forms:
         raise LayoverError("--int8 and --fp16 convert the portable graph: keep 'portable' in --form")
+    if ec.triton_engine and not ec.triton_repo:
+        raise LayoverError("--triton-engine adds a model to the Triton repository: give --triton-repo DIR too")
+    if ec.triton_repo and "portable" not in forms:
+        raise LayoverError("--triton-repo serves the portable graph: keep 'portable' in --form")
     if ec.int8 and not ec.calib_data:
         raise LayoverError("--int8 needs --calib-data (a data set split such as synthetic:train, or a .npy "
                            "of preprocessed images): INT8 is never calibrated on random data")
@@ -74,6 +79,9 @@ def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None 
         t = time.perf_counter()
         convert_fp16(out / FILES["portable"], out / FILES["fp16"])
         rows["fp16"] = file_row(out / FILES["fp16"], time.perf_counter() - t)
+    if ec.triton_repo:
+        from .triton_repo import write_repository
+        rows |= write_repository(out / FILES["portable"], ec.triton_repo, ec.triton_engine, ec.triton_max_batch)
     return rows
 
 

@@ -1,7 +1,10 @@
 """Call the CUDA C++ kernel (liblayover_kernels.so, built by the root CMakeLists.txt) from torch.
 
 The library is found through ``LAYOVER_KERNELS_LIB`` (a path to the .so) or passed explicitly.
-The struct below mirrors ``LayoverFusedMixArgs`` in fused_mix.h field for field.
+The struct below mirrors ``LayoverFusedMixArgs`` in fused_mix.h field for field, ``_DTYPES`` its
+``LayoverDType`` (tests/test_kernel_cuda.py checks both against the header). h goes in as
+``geometry.h_view`` gives it, H and W unmerged like the TensorRT plugin's describeH: the launcher
+merges the spatial axes itself.
 """
 from __future__ import annotations
 

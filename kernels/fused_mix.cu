@@ -1,4 +1,4 @@
-// The fused Layover branch in CUDA C++: the same two-launch plan as triton_fused_mix.py.
+// The fused Layover branch in CUDA C++: a memset and two launches, as in triton_fused_mix.py.
 //
 // 0. cudaMemsetAsync zeroes the fp32 channel sums p (B, C) in the workspace.
 // 1. pool_sum: blocks tile (spatial chunk, channel block, image) and read h once. Threads walk
@@ -60,31 +60,47 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + __expf(-x)); }
 
-struct Plan {
+// The spatial-axis merge, done here once for every caller (ctypes and the TensorRT plugin alike,
+// which pass S1 = H and S2 = W as they are): when the two spatial axes form one arithmetic
+// progression (stride_s1 == S2 * stride_s2, true for every contiguous or channels-last tensor, or
+// S1 == 1) they become one axis S1 = 1, S2 = S1 * S2, and pool_sum skips the div/mod per element.
+// The Python twin of this rule, for the Triton kernel's own grid: merge_spatial in kernels/geometry.py.
+LayoverFusedMixArgs merge_spatial(LayoverFusedMixArgs a) {
+    if (a.S1 == 1 || a.h_stride_s1 == a.S2 * a.h_stride_s2) {
+        a.S2 *= a.S1;
+        a.S1 = 1;
+        a.h_stride_s1 = 0;
+    }
+    return a;
+}
+
+// The launch grid of pool_sum and mix; depends only on the shape and strides, not on the GPU.
+struct Grid {
     bool chan_fast;
     int64_t c_blocks, chunk, n_split;  // grid of pool_sum: (n_split, c_blocks, B)
     int images_per_mix;
 };
 
-Plan make_plan(const LayoverFusedMixArgs& a) {
-    Plan p;
+Grid make_grid(const LayoverFusedMixArgs& a) {
+    Grid g;
     const int64_t S = a.S1 * a.S2;
-    p.chan_fast = a.h_stride_c == 1 && a.h_stride_s2 != 1;
-    const int64_t block_c = p.chan_fast ? kChanFastC : kSpatialFastC;
-    const int64_t block_s = p.chan_fast ? 32 : 256;  // >= 8 loads per thread per chunk
-    p.c_blocks = (a.C + block_c - 1) / block_c;
+    g.chan_fast = a.h_stride_c == 1 && a.h_stride_s2 != 1;
+    const int64_t block_c = g.chan_fast ? kChanFastC : kSpatialFastC;
+    const int64_t block_s = g.chan_fast ? 32 : 256;  // >= 8 loads per thread per chunk
+    g.c_blocks = (a.C + block_c - 1) / block_c;
     const int64_t s_blocks = (S + block_s - 1) / block_s;
-    int64_t want = (kTargetBlocks + a.B * p.c_blocks - 1) / (a.B * p.c_blocks);
+    int64_t want = (kTargetBlocks + a.B * g.c_blocks - 1) / (a.B * g.c_blocks);
     want = want < s_blocks ? want : s_blocks;
     want = want > 1 ? want : 1;
-    p.chunk = (s_blocks + want - 1) / want * block_s;
-    p.n_split = (S + p.chunk - 1) / p.chunk;
+    g.chunk = (s_blocks + want - 1) / want * block_s;
+    g.n_split = (S + g.chunk - 1) / g.chunk;
     int64_t imgs = static_cast<int64_t>(kMaxMixSmem / (sizeof(float) * a.C));
     imgs = imgs < kMaxImagesPerMix ? imgs : kMaxImagesPerMix;
-    p.images_per_mix = static_cast<int>(imgs < a.B ? imgs : a.B);
-    return p;
+    g.images_per_mix = static_cast<int>(imgs < a.B ? imgs : a.B);
+    return g;
 }
 
+// Offset of flat spatial index s; S1 == 1 after merge_spatial for every contiguous/channels-last h.
 __device__ __forceinline__ int64_t spatial_offset(int64_t s, const LayoverFusedMixArgs& a) {
     return a.S1 == 1 ? s * a.h_stride_s2 : (s / a.S2) * a.h_stride_s1 + (s % a.S2) * a.h_stride_s2;
 }
@@ -107,13 +123,13 @@ __device__ void gate(const LayoverFusedMixArgs& a, int64_t b, float* alpha) {
 
 template <typename TH>
 __global__ void __launch_bounds__(kThreads)
-pool_sum(LayoverFusedMixArgs a, Plan plan, float* psum, float* alpha) {
+pool_sum(LayoverFusedMixArgs a, Grid grid, float* psum, float* alpha) {
     const int64_t split = blockIdx.x, b = blockIdx.z, S = a.S1 * a.S2;
-    const int64_t s_begin = split * plan.chunk;
-    const int64_t s_end = s_begin + plan.chunk < S ? s_begin + plan.chunk : S;
+    const int64_t s_begin = split * grid.chunk;
+    const int64_t s_end = s_begin + grid.chunk < S ? s_begin + grid.chunk : S;
     const TH* h = static_cast<const TH*>(a.h) + b * a.h_stride_b;
     float* out = psum + b * a.C;
-    if (plan.chan_fast) {
+    if (grid.chan_fast) {
         __shared__ float red[kChanFastRows][kChanFastC];
         const int lane = threadIdx.x % kChanFastC, row = threadIdx.x / kChanFastC;
         const int64_t c = blockIdx.y * kChanFastC + lane;
@@ -148,10 +164,10 @@ pool_sum(LayoverFusedMixArgs a, Plan plan, float* psum, float* alpha) {
 }
 
 __global__ void __launch_bounds__(kThreads)
-mix(LayoverFusedMixArgs a, Plan plan, const float* psum, const float* alpha) {
+mix(LayoverFusedMixArgs a, Grid grid, const float* psum, const float* alpha) {
     extern __shared__ float p[];  // [images][C]
-    const int64_t b0 = static_cast<int64_t>(blockIdx.y) * plan.images_per_mix;
-    const int imgs = static_cast<int>(a.B - b0 < plan.images_per_mix ? a.B - b0 : plan.images_per_mix);
+    const int64_t b0 = static_cast<int64_t>(blockIdx.y) * grid.images_per_mix;
+    const int imgs = static_cast<int>(a.B - b0 < grid.images_per_mix ? a.B - b0 : grid.images_per_mix);
     const float inv_s = 1.f / static_cast<float>(a.S1 * a.S2);
     for (int64_t i = threadIdx.x; i < imgs * a.C; i += kThreads) p[i] = psum[b0 * a.C + i] * inv_s;
     __syncthreads();
@@ -204,23 +220,26 @@ extern "C" size_t layover_fused_mix_max_workspace_size(int64_t max_B, int64_t C)
 extern "C" int layover_fused_mix(const LayoverFusedMixArgs* args, void* workspace,
                                  size_t workspace_bytes, void* stream) {
     if (!valid(args) || workspace_bytes < layover_fused_mix_workspace_size(args)) return -1;
-    const LayoverFusedMixArgs& a = *args;
-    const Plan plan = make_plan(a);
+    // Reported below through cudaGetLastError, which also holds any earlier, unrelated error of this
+    // thread: drop that first (the call that made it already returned it; a sticky error recurs anyway).
+    (void)cudaGetLastError();
+    const LayoverFusedMixArgs a = merge_spatial(*args);
+    const Grid grid = make_grid(a);
     auto* psum = static_cast<float*>(workspace);
     auto* alpha = reinterpret_cast<float*>(static_cast<char*>(workspace) + psum_bytes(a.B, a.C));
     auto s = static_cast<cudaStream_t>(stream);
     const cudaError_t zeroed = cudaMemsetAsync(psum, 0, psum_bytes(a.B, a.C), s);
     if (zeroed != cudaSuccess) return static_cast<int>(zeroed);
-    const dim3 pool_grid(static_cast<unsigned>(plan.n_split), static_cast<unsigned>(plan.c_blocks),
+    const dim3 pool_grid(static_cast<unsigned>(grid.n_split), static_cast<unsigned>(grid.c_blocks),
                          static_cast<unsigned>(a.B));
     switch (a.h_dtype) {
-        case LAYOVER_F16: pool_sum<__half><<<pool_grid, kThreads, 0, s>>>(a, plan, psum, alpha); break;
-        case LAYOVER_BF16: pool_sum<__nv_bfloat16><<<pool_grid, kThreads, 0, s>>>(a, plan, psum, alpha); break;
-        default: pool_sum<float><<<pool_grid, kThreads, 0, s>>>(a, plan, psum, alpha);
+        case LAYOVER_F16: pool_sum<__half><<<pool_grid, kThreads, 0, s>>>(a, grid, psum, alpha); break;
+        case LAYOVER_BF16: pool_sum<__nv_bfloat16><<<pool_grid, kThreads, 0, s>>>(a, grid, psum, alpha); break;
+        default: pool_sum<float><<<pool_grid, kThreads, 0, s>>>(a, grid, psum, alpha);
     }
     const dim3 mix_grid(static_cast<unsigned>((a.N + kRowsPerMixBlock - 1) / kRowsPerMixBlock),
-                        static_cast<unsigned>((a.B + plan.images_per_mix - 1) / plan.images_per_mix));
-    const size_t smem = sizeof(float) * plan.images_per_mix * a.C;
-    mix<<<mix_grid, kThreads, smem, s>>>(a, plan, psum, alpha);
+                        static_cast<unsigned>((a.B + grid.images_per_mix - 1) / grid.images_per_mix));
+    const size_t smem = sizeof(float) * grid.images_per_mix * a.C;
+    mix<<<mix_grid, kThreads, smem, s>>>(a, grid, psum, alpha);
     return static_cast<int>(cudaGetLastError());
 }

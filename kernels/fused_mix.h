@@ -4,8 +4,10 @@
  *   z' = α·sigmoid(W_rs·p) + (1−α)·z,  α = sigmoid(w_sl·z + b_sl)
  *
  * h is described as a strided 4-D view (B, C, S1, S2) in elements, so NCHW, channels-last
- * NCHW, NHWC and (B, L, C) tokens (S1 = 1, S2 = L) all go through one entry point; the same
- * mapping lives in kernels/geometry.py. Arithmetic is float32 whatever the I/O type.
+ * NCHW, NHWC and (B, L, C) tokens (S1 = 1, S2 = L) all go through one entry point. Callers pass
+ * S1 = H and S2 = W as they are (kernels/geometry.py h_view for ctypes, describeH in the plugin);
+ * layover_fused_mix merges them into one axis itself where the strides allow (merge_spatial in
+ * fused_mix.cu). Arithmetic is float32 whatever the I/O type.
  * Used by ctypes (kernels/cuda_lib.py) and by the TensorRT plugin (kernels/plugin/).
  */
 #ifndef LAYOVER_FUSED_MIX_H
@@ -18,10 +20,12 @@
 extern "C" {
 #endif
 
-/* Element types; the values match nothing external on purpose (ctypes mirrors them). */
+/* Element types; the values match nothing external on purpose (kernels/cuda_lib.py mirrors them,
+ * tests/test_kernel_cuda.py checks it). */
 enum LayoverDType { LAYOVER_F32 = 0, LAYOVER_F16 = 1, LAYOVER_BF16 = 2 };
 
-/* The logical layout of h, also the ONNX plugin node's `layout` attribute. */
+/* The logical layout of h, also the ONNX plugin node's `layout` attribute (LAYOUT_CODES in
+ * kernels/identity.py; tests/test_kernel_identity.py checks they agree). */
 enum LayoverLayout { LAYOVER_NCHW = 0, LAYOVER_NHWC = 1, LAYOVER_NLC = 2 };
 
 typedef struct LayoverFusedMixArgs {

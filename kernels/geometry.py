@@ -1,21 +1,22 @@
-"""How a layout-tagged h maps onto (B, C, S1, S2) with element strides, and how the pooling is split.
+"""How a layout-tagged h maps onto (B, C, S1, S2) with element strides, and how Triton splits the pooling.
 
 Every kernel (Triton, CUDA C++, TensorRT plugin) sees h as a 4-D strided view
 (B, C, S1, S2): NCHW and NHWC give S1=H, S2=W (NHWC only permutes the strides), NLC gives
-S1=1, S2=L. When the two spatial axes can be walked as one (stride_s1 == S2*stride_s2, true
-for every contiguous or channels-last tensor) they are merged into S1=1, S2=H*W, so the
-kernels skip the div/mod per element. The split of the pooling depends only on the shape, not
-on the GPU, so results and workspace needs are the same on every device.
+S1=1, S2=L. ``h_view`` gives exactly that, unmerged: it is what cuda_lib passes to the C launcher,
+as the TensorRT plugin's describeH does, and the launcher merges the spatial axes itself
+(merge_spatial in fused_mix.cu), so both paths run the same kernel branch. ``merge_spatial`` below
+is the same rule for the Triton kernel's own launch grid. The split of the pooling depends only
+on the shape, not on the GPU, so results and workspace needs are the same on every device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .reference import check_layout
 
-# About four programs per SM of an H100/H200 (132 SMs): enough loads in flight to saturate
+# Triton: about four programs per SM of an H100/H200 (132 SMs): enough loads in flight to saturate
 # memory, few enough that each program streams a long run of h and the atomics stay rare.
 TARGET_PROGRAMS = 512
 
@@ -42,6 +43,7 @@ class HView:
 
 
 def h_view(h: torch.Tensor, layout: str, channels: int) -> HView:
+    """h as (B, C, S1=H, S2=W) (NLC: S1=1, S2=L) with its element strides, spatial axes unmerged."""
     check_layout(h, layout, channels)
     if layout == "NCHW":
         (B, C, S1, S2), (sb, sc, s1, s2) = h.shape, h.stride()
@@ -52,9 +54,17 @@ def h_view(h: torch.Tensor, layout: str, channels: int) -> HView:
         B, S2, C = h.shape
         sb, s2, sc = h.stride()
         S1, s1 = 1, 0
-    if S1 == 1 or s1 == S2 * s2:  # the spatial axes are one arithmetic progression
-        S1, S2, s1 = 1, S1 * S2, 0
     return HView(B, C, S1, S2, sb, sc, s1, s2)
+
+
+def merge_spatial(v: HView) -> HView:
+    """When the two spatial axes form one arithmetic progression (stride_s1 == S2*stride_s2, true
+    for every contiguous or channels-last tensor, or S1 == 1) they become one axis S1=1,
+    S2=S1*S2, so the kernel skips the div/mod per element. The C twin of this rule, which the
+    CUDA kernel and the TensorRT plugin go through: merge_spatial in kernels/fused_mix.cu."""
+    if v.S1 == 1 or v.stride_s1 == v.S2 * v.stride_s2:
+        return replace(v, S1=1, S2=v.S1 * v.S2, stride_s1=0)
+    return v
 
 
 def pool_split(B: int, c_blocks: int, S: int, block_s: int) -> tuple[int, int]:

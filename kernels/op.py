@@ -1,8 +1,9 @@
 """``torch.ops.layover.fused_mix``: the branch as one custom op.
 
 CPU runs the PyTorch reference, CUDA runs the Triton kernel (the reference when Triton is
-missing, or after it failed once in this process, with a warning). The fake impl lets torch.compile and torch.export trace through it; the backward is
-analytic PyTorch, so fine-tuning gets gradients for h, z, w_rs, w_sl and b_sl without a
+missing, or after it failed once in this process, with a warning). The fake impl lets
+torch.compile and torch.export trace through it; the backward is analytic PyTorch on the
+reference's pieces, so fine-tuning gets gradients for h, z, w_rs, w_sl and b_sl without a
 backward kernel (training is not the latency path).
 """
 from __future__ import annotations
@@ -12,11 +13,10 @@ import logging
 
 import torch
 
-from .reference import check_layout, fused_mix_reference
+from .reference import POOL_AXES, check_layout, fused_mix_reference, pool, terms
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 log = logging.getLogger(__name__)
-_POOL_DIMS = {"NCHW": (2, 3), "NHWC": (1, 2), "NLC": (1,)}
 
 
 def _acc_dtype(h: torch.Tensor, z: torch.Tensor) -> torch.dtype:
@@ -24,23 +24,11 @@ def _acc_dtype(h: torch.Tensor, z: torch.Tensor) -> torch.dtype:
     return torch.float64 if h.dtype == z.dtype == torch.float64 else torch.float32
 
 
-def _branch(h, z, w_rs, w_sl, b_sl, layout, acc):
-    """(p, ĥ, α) in dtype ``acc``: the reference's math, shared by the float64 forward and backward."""
-    p = h.to(acc).mean(dim=_POOL_DIMS[layout])
-    h_hat = torch.sigmoid(p @ w_rs.to(acc).t())
-    alpha = torch.sigmoid(z.to(acc) @ w_sl.to(acc).reshape(-1, 1) + b_sl.to(acc).reshape(1, 1))
-    return p, h_hat, alpha
-
-
 @torch.library.custom_op("layover::fused_mix", mutates_args=())
 def fused_mix(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor,
               b_sl: torch.Tensor, layout: str = "NCHW") -> torch.Tensor:
     """z' = α·sigmoid(W_rs·pool(h)) + (1−α)·z with α = sigmoid(w_sl·z + b_sl); see reference.py."""
-    if _acc_dtype(h, z) == torch.float64:
-        check_layout(h, layout, w_rs.shape[1])
-        _, h_hat, alpha = _branch(h, z, w_rs, w_sl, b_sl, layout, torch.float64)
-        return alpha * h_hat + (1 - alpha) * z
-    return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout)
+    return fused_mix_reference(h, z, w_rs, w_sl, b_sl, layout, acc=_acc_dtype(h, z))
 
 
 # Why the Triton kernel stopped being used in this process (None while it works): a Triton
@@ -77,18 +65,19 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
+    """The reference's pieces (pool, rs, gate) recomputed in the forward's dtype, then their
+    derivatives by hand."""
     h, z, w_rs, w_sl, b_sl = ctx.saved_tensors
-    layout = ctx.layout
+    axes = POOL_AXES[ctx.layout]
     acc = _acc_dtype(h, z)
-    g, zf, w, wsl = grad.to(acc), z.to(acc), w_rs.to(acc), w_sl.to(acc)
-    p, h_hat, alpha = _branch(h, z, w_rs, w_sl, b_sl, layout, acc)  # (B, C), (B, N), (B, 1)
-    d_pre = alpha * g * h_hat * (1 - h_hat)                        # dL/d(W_rs·p)
+    p = pool(h, ctx.layout, acc)                                     # (B, C)
+    h_hat, alpha, zf = terms(p, z, w_rs, w_sl, b_sl, acc)            # (B, N), (B, 1), (B, N)
+    g, w, wsl = grad.to(acc), w_rs.to(acc), w_sl.to(acc)
+    d_pre = alpha * g * h_hat * (1 - h_hat)                          # dL/d(W_rs·p)
     d_logit = (g * (h_hat - zf)).sum(1, keepdim=True) * alpha * (1 - alpha)
-    dp = d_pre @ w / (h.numel() // (h.shape[0] * w.shape[1]))      # mean -> divide by H·W or L
-    view = {"NCHW": (slice(None), slice(None), None, None),
-            "NHWC": (slice(None), None, None, slice(None)),
-            "NLC": (slice(None), None, slice(None))}[layout]
-    return (dp[view].expand(h.shape).to(h.dtype),
+    pooled = h.numel() // (h.shape[0] * w.shape[1])                  # H·W or L
+    dp = (d_pre @ w / pooled).reshape([1 if i in axes else n for i, n in enumerate(h.shape)])
+    return (dp.expand(h.shape).to(h.dtype),
             ((1 - alpha) * g + d_logit * wsl).to(z.dtype),
             (d_pre.t() @ p).to(w_rs.dtype),
             (d_logit * zf).sum(0).reshape(w_sl.shape).to(w_sl.dtype),

@@ -1,4 +1,4 @@
-"""The fused branch in Triton: two launches.
+"""The fused branch in Triton: a memset (torch.zeros) and two launches.
 
 1. ``_pool_sum``: the bandwidth-bound part. Programs tile (batch, channel block, spatial
    chunk) and read their part of h exactly once, in tiles whose unit-stride axis is the memory's
@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .geometry import h_view, pool_split
+from .geometry import h_view, merge_spatial, pool_split
 
 BLOCK_B = 16  # tl.dot needs every block dimension >= 16
 
@@ -109,11 +109,12 @@ class Launch(NamedTuple):
     num_warps: int
 
 
-def plan(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor, b_sl: torch.Tensor,
-         layout: str = "NCHW", *, pool_blocks: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[Launch]]:
+def launches(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl: torch.Tensor, b_sl: torch.Tensor,
+             layout: str = "NCHW", *, pool_blocks: tuple[int, int] | None = None
+             ) -> tuple[torch.Tensor, list[Launch]]:
     """The output buffer and the two launches that fill it; works on meta tensors too, which is
     how the tests compile exactly these launches for sm_87 and sm_90 without a GPU."""
-    v = h_view(h, layout, w_rs.shape[1])
+    v = merge_spatial(h_view(h, layout, w_rs.shape[1]))
     N = w_rs.shape[0]
     block_s, block_c = pool_blocks or _pool_blocks(v.channels_fastest, v.C, v.S)
     c_blocks = triton.cdiv(v.C, block_c)
@@ -139,7 +140,7 @@ def fused_mix_triton(h: torch.Tensor, z: torch.Tensor, w_rs: torch.Tensor, w_sl:
     """Same contract as ``fused_mix_reference``; any strides; h, z and weights may differ in dtype.
     ``pool_blocks`` = (BLOCK_S, BLOCK_C), powers of two, overrides the tile so tests on tiny
     shapes still cover split chunks and ragged tails."""
-    out, launches = plan(h, z, w_rs, w_sl, b_sl, layout, pool_blocks=pool_blocks)
-    for k in launches:
+    out, todo = launches(h, z, w_rs, w_sl, b_sl, layout, pool_blocks=pool_blocks)
+    for k in todo:
         k.kernel[k.grid](*k.args, **k.constexprs, num_warps=k.num_warps)
     return out

@@ -6,8 +6,11 @@
         print(p.source, p.tags)                     # [("dog", 0.93), ...] above the thresholds
     le.train("test_convnext", "runs/rm", method="rm", tap=1, data="synthetic", epochs=5)
 
+    with le.start_server("deploy/model.onnx", http_port=0, grpc_port=0, metrics_port=0) as server:
+        print(server.client().tag(["photos/"]))      # Triton over gRPC; le.connect(URL) for a running one
+
 Keyword options go to the library's config classes by name (``ModelConfig``, ``TrainConfig``,
-``DataSpec``, ``ExportConfig``), so every default is the CLI's default, written once.
+``DataSpec``, ``ExportConfig``, ``ServeConfig``), so every default is the CLI's default, written once.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from layover_edge.core.config import ExportConfig, ModelConfig, TrainConfig
+from layover_edge.core.config import ExportConfig, ModelConfig, ServeConfig, TrainConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.data.spec import DataSpec
 
@@ -180,3 +183,29 @@ def parity(reference: str | Path, candidate: str | Path, data: str, **options) -
     (``NAME:SPLIT``); ``result["passed"]`` says whether every gate held."""
     from layover_edge.apps.parity import run_parity
     return run_parity(reference, candidate, data, **options)
+
+
+def serve(model: str | Path, device: str = "auto", precision: str = "fp32", mode: str = "eager", **options) -> dict:
+    """What ``layover-edge serve MODEL`` does, in this process: Triton serves the model until SIGINT or
+    SIGTERM (``ServeConfig`` options: host, http_port, max_batch, ...); returns its addresses."""
+    from layover_edge.apps.serve import serve as run
+    from layover_edge.runtime.factory import open_model
+    return run(open_model(model, device, precision, mode), ServeConfig(**options))
+
+
+def start_server(model: str | Path, device: str = "cpu", env: dict[str, str] | None = None, **options):
+    """``layover-edge serve MODEL`` as a child process, ready when this returns; ``.client()`` talks to
+    it, ``.stop()`` (or leaving a ``with`` block) shuts it down. Options as ``serve``."""
+    from layover_edge.apps.serve_client import ServerProcess
+    server = ServerProcess(model, ServeConfig(**options), device, env=env)
+    server.start()
+    return server
+
+
+def connect(url: str | None = None, protocol: str = "grpc"):
+    """A client of a running server (``host:port`` of its gRPC or HTTP endpoint; default: the serve
+    defaults on this machine): ``tag`` files and folders, ``tag_bytes`` encoded images,
+    ``tag_tensor`` / ``probabilities`` preprocessed batches."""
+    from layover_edge.apps.serve_client import Client
+    s = ServeConfig()
+    return Client(url or f"{s.host}:{s.grpc_port if protocol == 'grpc' else s.http_port}", protocol)

@@ -1,6 +1,6 @@
 """The Triton kernels compiled ahead of time for Jetson Orin (sm_87) and H100/H200 (sm_90) on
 the paper's shapes, with no GPU: Triton's own code generator and the ptxas it ships, on exactly
-the launches ``fused_mix_triton`` makes (planned on meta tensors). The interpreter tests check
+the launches ``fused_mix_triton`` makes (``launches()`` on meta tensors). The interpreter tests check
 the arithmetic; this catches what only compilation sees (types, layouts, tl.dot shapes, shared
 memory) and checks that h is read with 16-byte vector loads in every layout.
 
@@ -67,14 +67,14 @@ BATCH_DTYPES = ((1, torch.float16), (32, torch.bfloat16), (3, torch.float32))
 
 def compile_all() -> dict:
     """{case: {launch name: result}} for every shape x architecture x (batch, dtype)."""
-    from layover_edge.kernels.triton_fused_mix import plan
+    from layover_edge.kernels.triton_fused_mix import launches
     cases = {f"{shape}/{arch}/b{B}-{str(dtype)[6:]}": (SHAPES[shape], cap, B, dtype)
              for shape in SHAPES for arch, cap in CAPABILITIES.items() for B, dtype in BATCH_DTYPES}
     results = {}
     for case, ((layout, C, H, W, N, channels_last), cap, B, dtype) in cases.items():
-        out, launches = plan(*meta_inputs(layout, B, C, H, W, N, dtype, channels_last), layout)
+        out, todo = launches(*meta_inputs(layout, B, C, H, W, N, dtype, channels_last), layout)
         results[case] = {"out": [list(out.shape), str(out.dtype)]}
-        for launch in launches:
+        for launch in todo:
             r = {"grid": list(launch.grid)}
             try:
                 k = compile_launch(launch, cap)

@@ -1,8 +1,9 @@
 // Host-side check of liblayover_plugins.so without TensorRT's libraries or a GPU: the plugin uses
 // only header-defined TensorRT types, so its creator, field serialization, format negotiation,
 // shape/type inference and workspace sizing can run anywhere. enqueue (the GPU part) is left to
-// a TensorRT machine. Exits non-zero, naming the first failed check. Built by CMake as
-// layover_plugin_check next to the plugin; run by tests/test_kernel_build.py.
+// a TensorRT machine. Prints the creator's name, version and namespace (tests/test_kernel_build.py
+// compares them with kernels/identity.py, i.e. with the plugin's schema) and exits non-zero,
+// naming each failed check. Built by CMake as layover_plugin_check next to the plugin.
 #include "fused_mix.h" // layover_fused_mix_workspace_size, exported by the plugin library too
 
 #include <NvInferRuntime.h>
@@ -64,9 +65,8 @@ int main()
     expect(n == 1 && std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0,
            "one IPluginCreatorV3One creator");
     auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
-    expect(std::strcmp(creator->getPluginName(), "LayoverFusedMix") == 0, "creator name");
-    expect(std::strcmp(creator->getPluginVersion(), "1") == 0, "creator version");
-    expect(std::strcmp(creator->getPluginNamespace(), "layover") == 0, "creator namespace");
+    std::printf("identity: name=%s version=%s namespace=%s\n", creator->getPluginName(), creator->getPluginVersion(),
+        creator->getPluginNamespace());
     PluginFieldCollection const* names = creator->getFieldNames();
     expect(names->nbFields == 1 && std::strcmp(names->fields[0].name, "layout") == 0, "field names");
 
@@ -86,7 +86,10 @@ int main()
     IPluginV3* plugin = create(creator, PluginField("layout", &nchw, PluginFieldType::kINT32, 1));
     IPluginV3* restored = plugin->clone();
     auto* core = static_cast<IPluginV3OneCore*>(restored->getCapabilityInterface(PluginCapabilityType::kCORE));
-    expect(std::strcmp(core->getPluginName(), "LayoverFusedMix") == 0, "plugin name");
+    expect(std::strcmp(core->getPluginName(), creator->getPluginName()) == 0
+            && std::strcmp(core->getPluginVersion(), creator->getPluginVersion()) == 0
+            && std::strcmp(core->getPluginNamespace(), creator->getPluginNamespace()) == 0,
+        "plugin identity = creator identity");
     auto* build = static_cast<IPluginV3OneBuild*>(restored->getCapabilityInterface(PluginCapabilityType::kBUILD));
     expect(build->getNbOutputs() == 1, "one output");
 
@@ -121,10 +124,17 @@ int main()
     expect(!build->supportsFormatCombination(5, io, 5, 1), "output must share z's type");
     io[5].desc.type = DataType::kHALF;
     expect(build->configurePlugin(io, 5, io + 5, 1) == 0, "configure NCHW");
+    io[2].desc.dims.d[1] = 512;
+    expect(build->configurePlugin(io, 5, io + 5, 1) != 0, "w_rs's C must be h's channels");
+    io[2].desc.dims.d[1] = 768, io[2].desc.dims.d[0] = 4096;
+    expect(build->configurePlugin(io, 5, io + 5, 1) != 0, "w_rs's N must be z's width");
+    io[2].desc.dims.d[0] = 6144;
 
     auto* nhwcBuild = static_cast<IPluginV3OneBuild*>(fromOnnx->getCapabilityInterface(PluginCapabilityType::kBUILD));
     expect(!nhwcBuild->supportsFormatCombination(0, io, 5, 1), "NHWC h refuses channels-last formats");
+    io[0].desc.dims = tensor({8, 112, 112, 768}, DataType::kHALF).desc.dims;
     expect(nhwcBuild->configurePlugin(io, 5, io + 5, 1) == 0, "configure 4-D NHWC");
+    io[0].desc.dims = tensor({8, 768, 112, 112}, DataType::kHALF).desc.dims;
 
     // Build-time workspace covers the launcher's exact need at every batch up to the max.
     size_t const ws = build->getWorkspaceSize(io, 5, io + 5, 1);

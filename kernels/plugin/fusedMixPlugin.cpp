@@ -33,6 +33,8 @@ bool validLayout(int64_t layout)
 }
 
 // h as (B, C, S1, S2) with element strides, for the formats supportsFormatCombination allows.
+// H and W go in as they are: layover_fused_mix merges them (merge_spatial in fused_mix.cu), so
+// this path runs the same kernel branch as the ctypes one.
 void describeH(LayoverFusedMixArgs& a, Dims const& d, TensorFormat format, int32_t layout)
 {
     if (layout == LAYOVER_NLC)
@@ -109,9 +111,18 @@ int32_t FusedMixPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
     int32_t const hRank = mLayout == LAYOVER_NLC ? 3 : 4;
-    bool const ok = nbInputs == kNbInputs && nbOutputs == 1 && in[kH].desc.dims.nbDims == hRank
+    bool const ranks = nbInputs == kNbInputs && nbOutputs == 1 && in[kH].desc.dims.nbDims == hRank
         && in[kZ].desc.dims.nbDims == 2 && in[kWRs].desc.dims.nbDims == 2;
-    return ok ? 0 : -1;
+    if (!ranks)
+    {
+        return -1;
+    }
+    // w_rs is (N, C): N must be z's width and C h's channel axis (where the layout puts it), or the
+    // kernel would read past w_rs or h. -1 is a dimension only known at run time (the batch).
+    int64_t const c = in[kH].desc.dims.d[mLayout == LAYOVER_NCHW ? 1 : hRank - 1];
+    int64_t const n = in[kZ].desc.dims.d[1];
+    auto const agree = [](int64_t a, int64_t b) { return a < 0 || b < 0 || a == b; };
+    return agree(in[kWRs].desc.dims.d[0], n) && agree(in[kWRs].desc.dims.d[1], c) ? 0 : -1;
 }
 
 int32_t FusedMixPlugin::getOutputDataTypes(

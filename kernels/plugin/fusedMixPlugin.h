@@ -1,7 +1,9 @@
-// TensorRT IPluginV3 plugin "LayoverFusedMix" (version "1", namespace "layover"): the fused
-// Layover branch as one engine layer. Inputs h, z, w_rs, w_sl, b_sl; output z' (shape and type
-// of z). One serialized field, `layout` (0 NCHW, 1 NHWC, 2 NLC). enqueue calls the C launcher
-// in kernels/fused_mix.h. Written against the public TensorRT 10 headers (also compiles with 11).
+// TensorRT IPluginV3 plugin LayoverFusedMix: the fused Layover branch as one engine layer. Its
+// name, version and namespace are compile definitions that the root CMakeLists.txt reads from
+// LayoverFusedMix_PluginConfig.yaml (identity.cmake), the file kernels/identity.py reads too.
+// Inputs h, z, w_rs, w_sl, b_sl; output z' (shape and type of z). One serialized field, `layout`
+// (0 NCHW, 1 NHWC, 2 NLC). enqueue calls the C launcher in kernels/fused_mix.h.
+// Written against the public TensorRT 10 headers (also compiles with 11).
 #ifndef LAYOVER_FUSED_MIX_PLUGIN_H
 #define LAYOVER_FUSED_MIX_PLUGIN_H
 
@@ -13,9 +15,12 @@
 namespace layover
 {
 
-constexpr char const* kPluginName = "LayoverFusedMix";
-constexpr char const* kPluginVersion = "1";
-constexpr char const* kPluginNamespace = "layover";
+#if !defined(LAYOVER_PLUGIN_NAME) || !defined(LAYOVER_PLUGIN_VERSION) || !defined(LAYOVER_PLUGIN_NAMESPACE)
+#error "build with CMake (or -DLAYOVER_PLUGIN_NAME=... etc.): the identity lives in LayoverFusedMix_PluginConfig.yaml"
+#endif
+constexpr char const* kPluginName = LAYOVER_PLUGIN_NAME;
+constexpr char const* kPluginVersion = LAYOVER_PLUGIN_VERSION;
+constexpr char const* kPluginNamespace = LAYOVER_PLUGIN_NAMESPACE;
 
 class FusedMixPlugin final : public nvinfer1::IPluginV3,
                              public nvinfer1::IPluginV3OneCore,

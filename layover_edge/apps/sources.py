@@ -111,9 +111,16 @@ class Source(ABC):
         pass
 
 
+def decode_image(file, max_pixels: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image file or file object, decoded by PIL as training reads it.
+    An image larger than ``max_pixels`` (default: the LAYOVER_MAX_PIXELS limit) is refused from its
+    header, before the pixels are decoded."""
+    return np.array(open_rgb(file, max_pixels))
+
+
 def read_image(path: str) -> Frame:
     try:
-        return Frame(path, 0, np.array(open_rgb(path)))
+        return Frame(path, 0, decode_image(path))
     except (OSError, ValueError) as e:
         return Frame(path, 0, None, f"not a readable image: {e}")
 

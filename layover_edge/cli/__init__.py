@@ -21,7 +21,7 @@ from layover_edge.core.errors import (
     os_exit_code,
 )
 
-from . import deploy, edge, paper, train
+from . import deploy, edge, paper, serve, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Layover early-exit multi-label tagging: train LP / RM / FT on frozen timm backbones, export to "
         "ONNX and TensorRT, check parity, tag images and streams, benchmark latency."))
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verbs in (train, paper, deploy, edge):
+    for verbs in (train, paper, deploy, edge, serve):
         verbs.add_parsers(sub)
     return parser
 

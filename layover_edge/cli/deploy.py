@@ -1,7 +1,9 @@
 """The deployment verbs: ``export``, ``build`` and ``parity``."""
 from __future__ import annotations
 
-from layover_edge.core.config import ExportConfig
+import sys
+
+from layover_edge.core.config import ExportConfig, ServeConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.export.targets import TARGETS
 
@@ -13,7 +15,7 @@ E = ExportConfig()
 def cmd_export(args) -> int:
     from layover_edge.export.pipeline import export_all, export_text
     ec = ExportConfig(args.form, args.int8, args.fp16, args.calib_data, args.calib_size, args.calib_method, args.opset,
-                      args.static_batch)
+                      args.static_batch, args.triton_repo, args.triton_engine, args.triton_max_batch)
     rows = export_all(args.checkpoint, args.out, ec, args.data_root, progress=not args.quiet)
     emit(args, {"checkpoint": args.checkpoint, "files": rows}, export_text(args.checkpoint, rows))
     return 0
@@ -24,6 +26,8 @@ def cmd_build(args) -> int:
     req = plan_engine(args.onnx, args.precision, args.target, args.out, args.min_batch, args.opt_batch, args.max_batch,
                       args.workspace_gb, args.plugins or [], args.timing_cache, args.dla_core, args.trt_version)
     command = req.trtexec()
+    if req.dla_note() and not args.json:
+        print(req.dla_note(), file=sys.stderr)
     if args.trtexec_only:
         emit(args, {"trtexec": command, "tensorrt": req.trt_version, "mode": vars(req.mode)}, command)
         return 0
@@ -71,6 +75,16 @@ def add_parsers(sub) -> None:
     g.add_argument("--calib-method", choices=("max", "entropy"), default=E.calib_method,
                    help="activation range calibration (default: %(default)s)")
     g.add_argument("--data-root", default=None, help="data set directory, for data sets read from disk")
+    g = p.add_argument_group("Triton Inference Server model repository")
+    g.add_argument("--triton-repo", default=None, metavar="DIR",
+                   help="also write DIR/tagger_onnx (ONNX Runtime backend, the portable graph): config.pbtxt, "
+                        "labels.txt, 1/model.onnx")
+    g.add_argument("--triton-engine", default=None, metavar="ENGINE",
+                   help="add DIR/tagger_trt (TensorRT backend) with this engine, built by `layover-edge build` "
+                        "for the GPU and TensorRT of the Triton release that will serve it")
+    g.add_argument("--triton-max-batch", type=int, default=None,
+                   help="max_batch_size of tagger_onnx (default: the engine profile's maximum, else %d); "
+                        "tagger_trt always takes its engine's" % ServeConfig.max_batch)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_export)

@@ -115,7 +115,7 @@ def cmd_tag(args) -> int:
 # -------------------------------------------------------------------------- bench
 
 def add_bench_parser(sub) -> None:
-    from layover_edge.core.config import FORMATS, TORCH_MODES, BenchConfig
+    from layover_edge.apps.bench import FORMATS, TORCH_MODES, BenchConfig
     d = BenchConfig()
     p = sub.add_parser(
         "bench", help="latency of LP vs RM vs FT on every available backend and precision",
@@ -136,9 +136,10 @@ def add_bench_parser(sub) -> None:
                    help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=None,
                    help="backends (default: every installed one)")
-    p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8"), default=None,
-                   help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32/int8 "
-                        "(default: fp32 + ONNX int8 on CPU, fp16 on CUDA)")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8", "int8-ort"), default=None,
+                   help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32, int8 (the TensorRT Q/DQ graph: "
+                        "accuracy emulation on the CPU) and int8-ort (ONNX Runtime's own INT8, the CPU speed path) "
+                        "(default: fp32 and both ONNX int8 forms on CPU, fp16 on CUDA)")
     p.add_argument("--modes", nargs="+", choices=TORCH_MODES, default=None,
                    help="PyTorch modes (default: eager on CPU; eager and graph on CUDA)")
     p.add_argument("--warmup", type=NONNEGATIVE, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
@@ -156,8 +157,7 @@ def add_bench_parser(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from layover_edge.apps.bench import markdown, run_bench
-    from layover_edge.core.config import BenchConfig
+    from layover_edge.apps.bench import BenchConfig, markdown, run_bench
     from layover_edge.core.device import resolve_device
     cfg = BenchConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
                       num_classes=args.num_classes, tap=args.tap, methods=tuple(args.methods),

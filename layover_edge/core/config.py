@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from . import checks
@@ -186,45 +185,30 @@ class ExportConfig:
     calib_method: str = "entropy"
     opset: int = 18                 # torch's dynamo exporter writes 18; its down-conversion to 17 fails
     static_batch: int | None = None  # fix the batch axis (DLA) instead of a dynamic one
+    triton_repo: str | None = None   # also write a Triton model repository here (export/triton_repo.py)
+    triton_engine: str | None = None  # ... with this TensorRT engine as a second model
+    triton_max_batch: int | None = None  # None: the engine profile's maximum, else ServeConfig.max_batch
 
     def __post_init__(self) -> None:
         checks.positive_int(self.calib_size, "calib_size")
         checks.positive_int(self.opset, "opset")
-        if self.static_batch is not None:
-            checks.positive_int(self.static_batch, "static_batch")
-
-
-FORMATS = ("torch", "onnxruntime")            # bench backends
-TORCH_MODES = ("eager", "graph", "compile")
+        for name in ("static_batch", "triton_max_batch"):
+            if getattr(self, name) is not None:
+                checks.positive_int(getattr(self, name), name)
 
 
 @dataclass
-class BenchConfig:
-    """What ``bench`` measures (here, not in apps.bench, so the CLI reads its defaults without torch)."""
-    backbone: str = "test_convnext"
-    weights: str = "none"
-    image_size: int | None = None
-    num_classes: int = 80
-    tap: int = 1
-    methods: tuple[str, ...] = METHODS
-    batches: tuple[int, ...] = (1, 8, 32)
-    device: str = "cpu"
-    formats: tuple[str, ...] | None = None       # None: every available format
-    precisions: tuple[str, ...] | None = None    # None: fp32 (+ int8 ONNX) on CPU, fp16 on CUDA
-    modes: tuple[str, ...] | None = None         # torch modes; None: eager (+ graph on CUDA)
-    warmup: int = 10
-    iters: int = 50
-    rounds: int = 5
-    calib_images: int = 64
-    threads: int | None = None                   # CPU threads for torch and ONNX Runtime (None: their default)
-    workdir: Path | None = None                  # where ONNX files go (default: OUT/models)
-    seed: int = 0
+class ServeConfig:
+    """How ``serve`` runs Triton (through PyTriton) and how a generated repository batches.
+    A port of 0 picks a free one."""
 
-    def __post_init__(self) -> None:
-        bad = set(self.methods) - set(METHODS)
-        if bad or not self.methods:
-            raise LayoverError(f"unknown methods {sorted(bad)}; choose from {METHODS}")
-        if not self.batches or min(self.batches) < 1:
-            raise LayoverError("batch sizes must be positive")
-        if self.iters < self.rounds or self.rounds < 1 or self.warmup < 0:
-            raise LayoverError("need rounds ≥ 1, iters ≥ rounds and warmup ≥ 0")
+    host: str = "127.0.0.1"         # loopback unless told otherwise
+    http_port: int = 8000           # Triton's own defaults
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 8              # images per model execution, gathered by Triton's dynamic batcher
+    max_queue_delay_us: int = 0     # Triton's default: batch what is queued, never wait for more
+    max_image_pixels: int = MAX_PIXELS  # decoding bound per image (192 MB of RGB); PIL's own bomb limit is 89 MP
+    threshold: float | None = None  # one threshold for every class instead of the model's
+    topk: int = 0
+    log_file: str | None = None     # tritonserver's log (default: layover-edge-serve-PID.log in the temp dir)

@@ -17,7 +17,8 @@ class ImageTooLarge(ValueError):
     """An image declaring more pixels than the limit (a ValueError: loaders skip it as unreadable)."""
 
 
-def max_pixels() -> int:
+def pixel_limit() -> int:
+    """The limit: LAYOVER_MAX_PIXELS if set, else config.MAX_PIXELS."""
     text = os.environ.get("LAYOVER_MAX_PIXELS")
     if text is None:
         return MAX_PIXELS
@@ -27,21 +28,23 @@ def max_pixels() -> int:
         raise LayoverError(f"LAYOVER_MAX_PIXELS must be a whole number of pixels, got {text!r}") from None
 
 
-def open_rgb(path: str | os.PathLike):
-    """The image at ``path`` decoded to an RGB PIL image; ImageTooLarge above the pixel limit,
-    OSError/ValueError for a file PIL cannot read."""
+def open_rgb(file, max_pixels: int | None = None):
+    """The image in ``file`` (a path or a binary file object) decoded to an RGB PIL image;
+    ImageTooLarge above ``max_pixels`` (default: ``pixel_limit()``), OSError/ValueError for data PIL
+    cannot read."""
     from PIL import Image
-    limit = max_pixels()
+    from_env = max_pixels is None
+    limit = pixel_limit() if from_env else max_pixels
     with warnings.catch_warnings():  # Pillow warns from 89 Mpx on; the check below is the one that counts
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            im = Image.open(Path(path))
+            im = Image.open(Path(file) if isinstance(file, (str, os.PathLike)) else file)
         except Image.DecompressionBombError as e:
             raise ImageTooLarge(f"declares more pixels than Pillow decodes ({e})") from None
     with im:
         w, h = im.size
         if w * h > limit:
-            raise ImageTooLarge(f"declares {w} x {h} = {w * h / 1e6:.1f} megapixels, above the limit of "
-                                f"{limit / 1e6:g} (set LAYOVER_MAX_PIXELS to decode larger images)")
+            raise ImageTooLarge(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,}"
+                                + (" (LAYOVER_MAX_PIXELS raises it)" if from_env else ""))
         im.load()  # decode now: a truncated file fails here, where callers catch it
         return im.convert("RGB")

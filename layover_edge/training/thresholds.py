@@ -106,7 +106,7 @@ def plot_thresholds(scores: Any, targets: Any, tuned: list[ClassThreshold], path
     from layover_edge.core.io import save_figure
     s, t = np.asarray(scores, np.float32), np.asarray(targets)
     fig, (ax, hist) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    for c, chosen in enumerate(tuned):
+    for c in range(len(tuned)):
         recall, precision = pr_curve(s[:, c], t[:, c])
         if len(recall):
             ax.plot(recall, precision, color="0.6", lw=0.8, alpha=0.6)
