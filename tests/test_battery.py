@@ -43,6 +43,7 @@ MODEL = ["--backbone", "test_convnext", "--weights", "none", "--image-size", "32
 DATA = ["--data-image-size", "32", "--train-size", "24", "--val-size", "16", "--num-classes", "5"]
 BIG = ["--data-image-size", "32", "--train-size", "200", "--val-size", "16", "--num-classes", "5"]
 RUN = [*MODEL, *DATA, "--method", "rm", "--batch-size", "4", "--quiet"]
+MANY = 1000   # frames of the folder a reader leaves or Ctrl-C interrupts
 LONG_RUN = 60  # epochs of a run that is stopped or killed while it trains: long next to polling
 
 
@@ -116,6 +117,7 @@ class Assets:
 
         from layover_edge.core.config import ModelConfig
         from layover_edge.data.synthetic import SyntheticScenes
+        from layover_edge.export.onnx import export_onnx
         from layover_edge.models import build_model, save_checkpoint
         from layover_edge.training.features import extract_features
         self.root = root
@@ -132,10 +134,15 @@ class Assets:
         rng = np.random.default_rng(0)
         for i in range(6):
             Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(self.images / f"{i}.png")
-        self.many = root / "many"  # enough frames that output continues after a reader leaves
+        # The tag cases run the torch-free device path (ONNX Runtime, half a second a run) unless the
+        # checkpoint is the point; the checkpoint's own cases fail before torch is imported.
+        self.onnx = export_onnx(self.ckpt, root / "model.onnx")
+        # More JSON lines than a pipe buffers (64 KiB): a tagger writing into a pipe nobody reads
+        # blocks before it can finish, so Ctrl-C and a closing reader always meet it mid-run.
+        self.many = root / "many"
         self.many.mkdir()
-        for i in range(200):
-            shutil.copy(self.images / f"{i % 6}.png", self.many / f"{i:03d}.png")
+        for i in range(MANY):
+            os.link(self.images / f"{i % 6}.png", self.many / f"{i:04d}.png")
         self._lock, self._done = threading.Lock(), {}
 
     def once(self, key: str, make: Callable[[], Path]) -> Path:
@@ -225,7 +232,7 @@ def unrelated_onnx(tmp: Path, a: Assets) -> Outcome:
 def bomb(tmp: Path, a: Assets) -> Outcome:
     from PIL import Image
     Image.new("1", (10000, 10000)).save(tmp / "bomb.png")  # 10^8 pixels in a few kilobytes
-    out = cli("tag", tmp / "bomb.png", "--model", a.ckpt, "--quiet")
+    out = cli("tag", tmp / "bomb.png", "--model", a.onnx, "--quiet")
     out.intact.append(("bomb.png is a few kB", (tmp / "bomb.png").stat().st_size < 100_000))
     return out
 
@@ -361,7 +368,7 @@ def path_is_file(verb_args: Callable[[Path, Assets], list]):
 def jsonl_is_dir(tmp: Path, a: Assets) -> Outcome:
     (tmp / "tags.jsonl").mkdir()
     (tmp / "tags.jsonl" / "inside.txt").write_text("keep me")
-    done = cli("tag", a.images, "--model", a.ckpt, "--jsonl", tmp / "tags.jsonl", "--quiet")
+    done = cli("tag", a.images, "--model", a.onnx, "--jsonl", tmp / "tags.jsonl", "--quiet")
     done.intact.append(("the folder in the way is untouched", (tmp / "tags.jsonl/inside.txt").read_text() == "keep me"))
     return done
 
@@ -426,7 +433,7 @@ def tag_full_disk(tmp: Path, a: Assets) -> Outcome:
     try:
         (fs / "tags.jsonl").write_text('{"old": true}\n')
         fill(fs)
-        done = cli("tag", a.many, "--model", a.ckpt, "--jsonl", fs / "tags.jsonl", "--quiet")
+        done = cli("tag", a.many, "--model", a.onnx, "--jsonl", fs / "tags.jsonl", "--quiet")
         done.intact.append(("the previous tags.jsonl intact", (fs / "tags.jsonl").read_text() == '{"old": true}\n'))
         return done
     finally:
@@ -437,13 +444,13 @@ def stdout_full(tmp: Path, a: Assets) -> Outcome:
     if not (os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode)):
         return Outcome(None, skip="no /dev/full character device here")
     with open("/dev/full", "w") as full:
-        done = subprocess.run([sys.executable, "-m", "layover_edge", "tag", str(a.images), "--model", str(a.ckpt),
+        done = subprocess.run([sys.executable, "-m", "layover_edge", "tag", str(a.images), "--model", str(a.onnx),
                                "--quiet"], stdout=full, stderr=subprocess.PIPE, text=True, env=ENV, timeout=300)
     return Outcome(done.returncode, "", done.stderr)
 
 
 def broken_pipe(tmp: Path, a: Assets) -> Outcome:
-    proc = start("tag", a.many, "--model", a.ckpt, "--batch-size", "1", "--quiet", stdout=subprocess.PIPE,
+    proc = start("tag", a.many, "--model", a.onnx, "--batch-size", "1", "--quiet", stdout=subprocess.PIPE,
                  stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()  # `| head -1`
@@ -455,7 +462,7 @@ def broken_pipe(tmp: Path, a: Assets) -> Outcome:
 
 
 def ctrl_c(tmp: Path, a: Assets) -> Outcome:
-    proc = start("tag", a.many, "--model", a.ckpt, "--batch-size", "1", "--quiet", stdout=subprocess.PIPE,
+    proc = start("tag", a.many, "--model", a.onnx, "--batch-size", "1", "--quiet", stdout=subprocess.PIPE,
                  stderr=subprocess.PIPE)
     lines = [proc.stdout.readline()]
     proc.send_signal(signal.SIGINT)
@@ -464,14 +471,14 @@ def ctrl_c(tmp: Path, a: Assets) -> Outcome:
     records = [json.loads(line) for line in lines if line.strip()]
     done = Outcome(proc.returncode, out, err)
     done.intact += [("every line written is a complete record", all("labels" in r for r in records)),
-                    ("stopped before the end", len(records) < 200), ("the summary says interrupted", "interrupted" in err)]
+                    ("stopped before the end", len(records) < MANY), ("the summary says interrupted", "interrupted" in err)]
     return done
 
 
 def later_frame_fails(tmp: Path, a: Assets) -> Outcome:
     (tmp / "drawn" / "3.jpg").mkdir(parents=True)  # drawing frame 3 fails: a folder holds its name
     (tmp / "drawn" / "3.jpg" / "x").write_text("x")
-    done = cli("tag", a.images, "--model", a.ckpt, "--jsonl", tmp / "tags.jsonl", "--save", tmp / "drawn", "--quiet")
+    done = cli("tag", a.images, "--model", a.onnx, "--jsonl", tmp / "tags.jsonl", "--save", tmp / "drawn", "--quiet")
     lines = (tmp / "tags.jsonl").read_text().splitlines() if (tmp / "tags.jsonl").is_file() else []
     frames = [json.loads(line)["source"] for line in lines]
     done.intact += [("tags.jsonl holds frames 0-3", [Path(f).name for f in frames] == ["0.png", "1.png", "2.png", "3.png"]),
@@ -625,10 +632,10 @@ CASES = [
     # operating-system errors
     Case("features --cache is a file", EXIT_OS_ERROR, "taken", path_is_file(lambda t, a: ["features", *MODEL, *DATA, "--cache", t / "taken", "--quiet"])),
     Case("train --out is a file", EXIT_OS_ERROR, "taken", path_is_file(lambda t, a: ["train", *RUN, "--cache", a.cache, "--out", t / "taken"])),
-    Case("tag --save is a file", EXIT_OS_ERROR, "taken", path_is_file(lambda t, a: ["tag", a.images, "--model", a.ckpt, "--save", t / "taken", "--quiet"])),
+    Case("tag --save is a file", EXIT_OS_ERROR, "taken", path_is_file(lambda t, a: ["tag", a.images, "--model", a.onnx, "--save", t / "taken", "--quiet"])),
     Case("tag --jsonl is a folder", EXIT_OS_ERROR, "tags.jsonl", jsonl_is_dir),
     Case("tag --jsonl on a read-only file system", EXIT_OS_ERROR, "Read-only file system",
-         read_only(lambda fs, a: ["tag", a.images, "--model", a.ckpt, "--jsonl", fs / "tags.jsonl", "--quiet"])),
+         read_only(lambda fs, a: ["tag", a.images, "--model", a.onnx, "--jsonl", fs / "tags.jsonl", "--quiet"])),
     Case("train --out on a read-only file system", EXIT_OS_ERROR, "Read-only file system",
          read_only(lambda fs, a: ["train", *RUN, "--cache", a.cache, "--out", fs / "run"])),
     Case("features on a full disk, then resumed", EXIT_NO_SPACE, "No space left on device", features_full_disk),

@@ -77,10 +77,10 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from layover_edge.core import distributed
-    from layover_edge.training.evaluate import evaluate, evaluation_text
     with distributed.session():
-        split = split_name(args, "val")
-        m = evaluate(args.checkpoint, dataset(args, "val"), args.threshold, args.batch_size, args.workers, args.device)
+        split, ds = split_name(args, "val"), dataset(args, "val")
+        from layover_edge.training.evaluate import evaluate, evaluation_text
+        m = evaluate(args.checkpoint, ds, args.threshold, args.batch_size, args.workers, args.device)
         if distributed.is_main():
             emit(args, m, evaluation_text(m, f"{args.checkpoint} on {args.data}/{split}", split))
     return 0

@@ -4,22 +4,17 @@ by validation mAP. LP and RM train from the feature cache in seconds; FT (and th
 trains from images.
 
 Every epoch writes ``metrics.json`` (the history), ``last.pt`` (the state to resume from, loaded
-with ``weights_only=True``) and, when validation mAP improves, the ``best/`` checkpoint. The state
-holds every random generator the run draws from and what the run was (model, recipe, data), so a
-resumed run repeats the uninterrupted one bit for bit, and a resume with other options is refused
-before any work. A loss that turns NaN or infinite stops the run, naming the epoch and the cause.
+with ``weights_only=True``; what it holds: ``resume.py``) and, when validation mAP improves, the
+``best/`` checkpoint. A loss that turns NaN or infinite stops the run, naming the epoch and the cause.
 """
 from __future__ import annotations
 
-import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -33,6 +28,7 @@ from layover_edge.models import LayoverHead, LayoverModel, save_checkpoint
 
 from .batches import Batch, ImageBatches
 from .metrics import multilabel_metrics
+from .resume import check_resume, read_state, rng_state, run_identity, set_rng_state
 
 
 def soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -98,87 +94,6 @@ def build_optimizer(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, st
     return opt, sched
 
 
-STATE_KEYS = ("model", "optimizer", "scheduler", "history", "best", "best_epoch", "epoch", "seconds", "run", "rng")
-
-
-def run_identity(cfg: ModelConfig, tcfg: TrainConfig, data: dict | None = None) -> dict:
-    """What a resumed run must share with the run it continues: the model, the recipe (not the device
-    or the worker count, which do not change the arithmetic's plan) and, where known, the data."""
-    recipe = {k: v for k, v in tcfg.to_dict().items() if k not in ("device", "num_workers")}
-    return json.loads(json.dumps({"model": cfg.to_dict(), "train": recipe, "data": data or {}}))
-
-
-def read_state(path: Path, map_location="cpu", mmap: bool = False) -> dict:
-    """The resume state in ``path`` (``weights_only``: tensors and plain containers, never code);
-    ``mmap`` reads only what is looked at (the check before a run starts)."""
-    if not path.is_file():
-        raise LayoverError(f"--resume: no {path} to resume from")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # UnpicklingError for code, RuntimeError/EOFError for truncated or foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LayoverError(f"--resume: {path} is not a resume state layover-edge can read ({first[:200]}); "
-                           f"start over with --overwrite") from None
-    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise LayoverError(f"--resume: {path} is not a layover-edge resume state, or one written by an older "
-                           f"version (it lacks {missing}); start over with --overwrite")
-    return state
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
-
-
-def check_resume(state: dict, identity: dict, path: Path, total_steps: int | None = None) -> None:
-    """LayoverError unless ``state`` continues the run ``identity`` describes (and, when given, its
-    schedule has ``total_steps``)."""
-    saved, now = _flat(state["run"]), _flat(identity)
-    if not identity["data"]:  # a caller that does not know the data cannot compare it
-        saved = {k: v for k, v in saved.items() if not k.startswith("data.")}
-    diff = [f"{k} {str(saved.get(k))[:60]} -> {str(now.get(k))[:60]}" for k in sorted(set(saved) | set(now))
-            if saved.get(k) != now.get(k)]
-    if total_steps is not None and state["scheduler"].get("total_steps") != total_steps:
-        diff.append(f"steps {state['scheduler'].get('total_steps')} -> {total_steps} (the training split changed)")
-    if diff:
-        raise LayoverError(f"--resume: {path} is the state of a run with other options ({'; '.join(diff)}); "
-                           f"its learning-rate schedule and data order belong to those: resume with the original "
-                           f"options, or start over with --overwrite")
-
-
-def _rng_state(train) -> dict:
-    """Every generator a training step can draw from: torch's (CPU, CUDA), numpy's, Python's, and the
-    batches' own shuffling generator."""
-    np_state = np.random.get_state(legacy=False)
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                       "pos": np_state["state"]["pos"], "has_gauss": np_state["has_gauss"],
-                       "gauss": np_state["gauss"]}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    gen = getattr(train, "generator", None)
-    if gen is not None:
-        state["batches"] = gen.get_state()
-    return state
-
-
-def _set_rng_state(train, state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
-                                                              "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    gen = getattr(train, "generator", None)
-    if gen is not None and "batches" in state:
-        gen.set_state(state["batches"].cpu())
-
-
 def _nonfinite_loss(value: float, epoch: int, step: int, tcfg: TrainConfig, inputs: tuple) -> str:
     where = f"epoch {epoch + 1}/{tcfg.epochs}, step {step + 1}: the training loss is {value}"
     if any(t is not None and not bool(torch.isfinite(t).all()) for t in inputs):
@@ -232,7 +147,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
         (model if cfg.method == "ft" else model.head).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        _set_rng_state(train, state["rng"])
+        set_rng_state(train, state["rng"])
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         start, elapsed = state["epoch"] + 1, state["seconds"]
 
@@ -285,7 +200,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
             save_torch({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "history": history, "best": best,
                         "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed, "run": identity,
-                        "rng": _rng_state(train)}, state_file)
+                        "rng": rng_state(train)}, state_file)
         if on_epoch:
             on_epoch(row)
     if step_model is not None:

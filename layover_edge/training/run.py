@@ -23,8 +23,9 @@ from layover_edge.data.loading import skipped_report, skipped_text
 from layover_edge.models import LayoverModel, build_model, load_checkpoint, resolve_config
 
 from .batches import CachedBatches, split_batches
-from .loop import FitResult, check_resume, fit, read_state, run_identity
+from .loop import FitResult, fit
 from .metrics import METRIC_KEYS
+from .resume import check_resume, read_state, run_identity
 
 # Below this mean gate the RM branch contributes almost nothing: RM has collapsed to LP.
 GATE_CLOSED = 0.05
