@@ -43,8 +43,9 @@ MODEL = ["--backbone", "test_convnext", "--weights", "none", "--image-size", "32
 DATA = ["--data-image-size", "32", "--train-size", "24", "--val-size", "16", "--num-classes", "5"]
 BIG = ["--data-image-size", "32", "--train-size", "200", "--val-size", "16", "--num-classes", "5"]
 RUN = [*MODEL, *DATA, "--method", "rm", "--batch-size", "4", "--quiet"]
+EXTRACT = [*MODEL, *BIG, "--batch-size", "2", "--quiet"]  # 100 batches: long next to polling; one batch size, one result
 MANY = 1000   # frames of the folder a reader leaves or Ctrl-C interrupts
-LONG_RUN = 60  # epochs of a run that is stopped or killed while it trains: long next to polling
+LONG_RUN = 100  # epochs of a run that is stopped or killed while it trains: long next to polling
 
 
 @dataclass
@@ -164,7 +165,7 @@ class Assets:
         """An uninterrupted `features` run on 200 images (what interrupted ones must equal)."""
         def make():
             cache = self.root / "reference-cache"
-            done = cli("features", *MODEL, *BIG, "--batch-size", "4", "--cache", cache, "--quiet")
+            done = cli("features", *EXTRACT, "--cache", cache)
             assert done.code == 0, done.err
             return cache
         return self.once("reference-cache", make)
@@ -394,9 +395,9 @@ def features_full_disk(tmp: Path, a: Assets) -> Outcome:
     if reason:
         return Outcome(None, skip=reason)
     try:
-        done = cli("features", *MODEL, *BIG, "--batch-size", "4", "--cache", fs / "cache", "--quiet")
+        done = cli("features", *EXTRACT, "--cache", fs / "cache")
         subprocess.run(["mount", "-o", "remount,size=16m", str(fs)], check=True)
-        again = cli("features", *MODEL, *BIG, "--batch-size", "4", "--cache", fs / "cache", "--quiet")
+        again = cli("features", *EXTRACT, "--cache", fs / "cache")
         ref = digest(a.reference_cache() / "train")
         got = digest(fs / "cache" / "train")
         done.intact += [("after freeing space the cache completes", again.code == 0),
@@ -509,7 +510,7 @@ def kill_train_and_resume(tmp: Path, a: Assets) -> Outcome:
 
 
 def kill_features_and_resume(tmp: Path, a: Assets) -> Outcome:
-    args = [*MODEL, *BIG, "--batch-size", "4", "--quiet"]
+    args = EXTRACT
     killed = start("features", *args, "--cache", tmp / "cache", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: images_done(tmp / "cache") >= 8, killed, "8 images were extracted")
     killed.kill()
@@ -525,7 +526,7 @@ def kill_features_and_resume(tmp: Path, a: Assets) -> Outcome:
 def second_extraction(tmp: Path, a: Assets) -> Outcome:
     """A second `features` into a cache another process is extracting (held mid-run with SIGSTOP) is
     refused; the first then completes to the uninterrupted cache."""
-    args = [*MODEL, *BIG, "--batch-size", "4", "--quiet", "--cache", tmp / "cache"]
+    args = [*EXTRACT, "--cache", tmp / "cache"]
     first = start("features", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: images_done(tmp / "cache") >= 8, first, "8 images were extracted")
     first.send_signal(signal.SIGSTOP)
