@@ -688,7 +688,8 @@ def markdown_table() -> str:
             line = line if len(line) <= 160 else line[:157] + "..."
             checks = "; ".join(f"{what} {'✓' if ok else '✗'}" for what, ok in o.intact)
             seen = f"exit {o.code}" + (f": `{line.replace('|', '/')}`" if line else "") + (f"; {checks}" if checks else "")
-        rows.append(f"| {n} | {case.name} | {want} | {seen} | {o.seconds:.1f} |")
+        name = case.name.replace("|", r"\|")
+        rows.append(f"| {n} | {name} | {want} | {seen} | {o.seconds:.1f} |")
     return "\n".join(rows) + f"\n\n{len(RESULTS)} cases.\n"
 
 
