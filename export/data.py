@@ -99,13 +99,20 @@ def calibration_images(spec: str, info: ModelInfo, size: int, root: str | None =
         path = Path(spec)
         if not path.is_file():
             raise LayoverError(f"calibration file not found: {path}")
-        images = np.load(path, allow_pickle=False)[:size]
+        try:
+            images = np.load(path, allow_pickle=False)[:size]
+        except (ValueError, OSError, EOFError) as e:  # truncated, pickled objects, not a .npy at all
+            raise LayoverError(f"calibration file {path} is not a readable .npy of images: {e}") from None
+        if images.dtype.kind != "f":
+            raise LayoverError(f"calibration file {path} holds {images.dtype} values, not preprocessed float images")
     else:
         ds = open_split(spec, info, size, root)
         images = np.concatenate([x for x, _ in image_arrays(ds, info.preprocess, 64, size, "calibration images", progress)] or
                                 [np.empty((0, 3, s, s), np.float32)])
     if images.ndim != 4 or images.shape[1:] != (3, s, s):
         raise LayoverError(f"calibration data has shape {images.shape}, the model takes (N, 3, {s}, {s})")
+    if not np.isfinite(images).all():
+        raise LayoverError(f"calibration data {spec} holds NaN or infinite values")
     if len(images) < MIN_CALIB:
         raise LayoverError(f"only {len(images)} calibration images; INT8 needs at least {MIN_CALIB} "
                            f"(≥ 500 recommended)")

@@ -66,8 +66,13 @@ def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None 
         t = time.perf_counter()
         portable = out / FILES["portable"]
         info = ModelInfo.from_metadata(get_metadata(onnx.load(str(portable), load_external_data=False), portable))
-        images = calibration_images(ec.calib_data, info, ec.calib_size, data_root, progress)
-        quantize_int8(portable, out / FILES["int8"], images, ec.calib_method)
+        try:
+            images = calibration_images(ec.calib_data, info, ec.calib_size, data_root, progress)
+            quantize_int8(portable, out / FILES["int8"], images, ec.calib_method, quiet=not progress)
+        except LayoverError as e:  # the FP32 graphs are already written and checked: say they stay
+            kept = ", ".join(rows[form]["file"] for form in rows)
+            raise LayoverError(f"{e} (no {FILES['int8']} written; the FP32 files {kept} are complete and kept)") \
+                from None
         rows["int8"] = file_row(out / FILES["int8"], time.perf_counter() - t) | {"calibration_images": len(images)}
     if ec.fp16:
         from .quantize import convert_fp16

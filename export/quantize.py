@@ -18,6 +18,8 @@ run the plugin node.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import shutil
 import sys
@@ -61,8 +63,48 @@ def _exact(names: list[str]) -> list[str]:
     return [f"^{re.escape(n)}$" for n in names]
 
 
-def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max") -> Path:
-    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU."""
+class _DropNoGpuNotice(logging.Filter):
+    """ModelOpt logs "ERROR: Failed to get GPU count: NVML ..." on every machine without a GPU, where
+    nothing is wrong and calibration runs on the CPU as asked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to get GPU count" not in record.getMessage()
+
+
+class _NotModelOpt(logging.Filter):
+    """ModelOpt's records, for the root handlers: its own handler has shown them already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("modelopt")
+
+
+@contextlib.contextmanager
+def _modelopt_output(quiet: bool):
+    """While ModelOpt runs: its prints, ONNX Runtime's calibration progress and the log handler it
+    installs on what is then ``sys.stdout`` go to stderr (nowhere with ``quiet``), never into stdout
+    (--json); its records are not repeated by the root logger it also propagates to (under ``quiet``
+    the root logger is the one that shows its errors); the no-GPU notice is dropped."""
+    own, notice, once = logging.getLogger("modelopt.onnx"), _DropNoGpuNotice(), _NotModelOpt()
+    handlers = [] if quiet else logging.getLogger().handlers[:]
+    sink = open(os.devnull, "w") if quiet else sys.stderr
+    own.addFilter(notice)
+    for h in handlers:
+        h.addFilter(once)
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        own.removeFilter(notice)
+        for h in handlers:
+            h.removeFilter(once)
+        if quiet:
+            sink.close()
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max",
+                  quiet: bool = False) -> Path:
+    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU; ``quiet``
+    silences ModelOpt's and ONNX Runtime's progress."""
     import onnx
     try:
         from modelopt.onnx.quantization import quantize
@@ -75,12 +117,12 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarra
     with tempfile.TemporaryDirectory(prefix="layover-int8-") as tmp:
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         shutil.copyfile(onnx_path, src)  # ModelOpt writes intermediate files beside its input
-        try:  # ORT's calibrator prints progress on stdout: keep stdout clean for --json
-            with contextlib.redirect_stdout(sys.stderr):
-                    quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
+        try:
+            with _modelopt_output(quiet):
+                quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
                          calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
                          nodes_to_exclude=_exact(meta["high_precision_nodes"]), op_types_to_exclude=["Sigmoid"],
-                         high_precision_dtype="fp32", log_level="WARNING")
+                         high_precision_dtype="fp32", log_level="ERROR" if quiet else "WARNING")
         except Exception as e:  # ModelOpt surfaces ORT and graph errors as many types
             raise LayoverError(f"INT8 quantization failed: {str(e).strip().splitlines()[0]}") from None
         proto = onnx.load(str(dst))

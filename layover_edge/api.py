@@ -134,10 +134,11 @@ def load(path: str | Path, device: str = "auto", precision: str = "fp32", mode: 
 
 
 def train(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", cache: str | Path | None = None,
-          resume: bool = False, progress: bool = True, **options):
+          resume: bool = False, progress: bool = True, overwrite: bool = False, **options):
     """Train LP / RM / FT (``method``, ``tap``, ``rs``, ``weights``, ``image_size``, ... and the
     recipe: ``epochs``, ``lr``, ``batch_size``, ...) as ``layover-edge train`` does; returns the
-    run's summary, text and best model (``.summary``, ``.text``, ``.model``)."""
+    run's summary, text and best model (``.summary``, ``.text``, ``.model``). A folder that holds a
+    run needs ``resume`` or ``overwrite``."""
     from layover_edge.data.loading import paper_image_size
     from layover_edge.training.run import train as run
     model_opts, train_opts, data_opts = _split_options(
@@ -147,7 +148,7 @@ def train(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", ca
     model_opts.setdefault("image_size", paper_image_size(backbone))
     cfg = ModelConfig(backbone=backbone, num_classes=len(train_ds.classes), labels=list(train_ds.classes),
                       **model_opts)
-    return run(cfg, TrainConfig(**train_opts), train_ds, val_ds, out, cache, resume, progress)
+    return run(cfg, TrainConfig(**train_opts), train_ds, val_ds, out, cache, resume, progress, overwrite)
 
 
 def evaluate(checkpoint: str | Path, data: str | DataSpec = "synthetic", split: str | None = None,

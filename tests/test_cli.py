@@ -96,3 +96,10 @@ def test_a_closed_gate_is_reported_after_training():
     assert "switched off" in gate_warnings({"mAP": 40.0, "alpha_mean": GATE_CLOSED / 5})[0]
     assert gate_warnings({"mAP": 40.0, "alpha_mean": 0.8}) == []
     assert gate_warnings({"mAP": 40.0}) == []  # LP and FT rows have no gate
+
+
+def test_building_the_parser_does_not_import_torch():
+    """Errors argparse finds cost a fraction of a second: no verb's arguments import torch."""
+    code = "import sys; from layover_edge.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -24,7 +24,7 @@ from layover_edge.core.errors import LayoverError
 
 from .serve import IMAGE_MODEL, INPUT, OUTPUTS, TENSOR_MODEL
 from .sources import file_paths
-from .tag import jsonl_writer, label_records
+from .tag import JsonLines, label_records
 
 PROTOCOLS = ("grpc", "http")
 REQUEST_TIMEOUT_S = 60.0   # one request, connection included
@@ -99,7 +99,7 @@ class Client:
         summary = {"frames": 0, "tags": 0, "unreadable": [], "seconds": 0.0}
         start = time.perf_counter()
         with ExitStack() as stack:
-            write = jsonl_writer(jsonl, stack)
+            write = JsonLines(jsonl, stack)
             for record in unreadable:
                 write(record)
             for i in range(0, len(paths), batch_size):

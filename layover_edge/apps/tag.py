@@ -174,30 +174,53 @@ class Tagger:
             self.drawer.image(f.source, annotate(f.image, tags))
 
 
-def jsonl_writer(jsonl: str | Path, stack: ExitStack) -> Callable[[dict], None]:
-    """A writer of one JSON line per record: to stdout (``-``, flushed per record) or to a file that
-    appears complete, under its name, when ``stack`` closes."""
-    to_stdout = str(jsonl) == "-"
-    stream = sys.stdout if to_stdout else stack.enter_context(open(stack.enter_context(atomic_path(jsonl)), "w"))
+class JsonLines:
+    """One JSON line per record: to stdout (``-``) or a pipe or device, flushed per record, or to a
+    file that appears under its name when ``stack`` closes. ``failed``
+    says whether writing the output itself failed (then it may end mid-line)."""
 
-    def write(record: dict) -> None:
-        stream.write(json.dumps(record) + "\n")
-        if to_stdout:
-            stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
-    return write
+    def __init__(self, jsonl: str | Path, stack: ExitStack):
+        self.name = "stdout" if str(jsonl) == "-" else str(jsonl)
+        path = Path(jsonl)
+        self.streamed = str(jsonl) == "-" or (path.exists() and not path.is_file() and not path.is_dir())
+        if str(jsonl) == "-":
+            self.stream = sys.stdout
+        else:  # a device or FIFO is opened as it is: an atomic rename would replace it with a file
+            self.stream = stack.enter_context(open(jsonl if self.streamed else stack.enter_context(atomic_path(jsonl)),
+                                                   "w"))
+        self.failed = False
+
+    def __call__(self, record: dict) -> None:
+        try:
+            self.stream.write(json.dumps(record) + "\n")
+            if self.streamed:
+                self.stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
+        except OSError as e:  # a full disk behind the output, a closed pipe: say which output
+            self.failed = True
+            raise OSError(e.errno, e.strerror, e.filename or self.name) from None
 
 
 def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str | Path | None = None,
         threshold: float | None = None, topk: int = 0, batch_size: int = 8,
         capture: CaptureOptions | None = None, progress: bool = True) -> dict:
     """Tag every frame of ``sources`` (files, globs, folders, videos, cameras, streams): one JSON
-    line per frame to ``jsonl`` (``-`` is stdout, flushed per frame; a file appears complete, under
-    its name, at the end), drawn frames into ``save``. Returns the summary."""
+    line per frame to ``jsonl`` (``JsonLines``: a file appears under its name at the end, holding
+    every frame tagged, also when a later frame fails: the failure is raised after it is written),
+    drawn frames into ``save``. Returns the summary."""
     opened = open_sources(list(sources), capture)
+    failure: Exception | None = None
     with ExitStack() as stack:
-        write = jsonl_writer(jsonl, stack)
-        drawer = Drawer(save) if save else None
-        summary = Tagger(backend, write, threshold, topk, batch_size, drawer, progress).run(opened).to_dict()
+        write = JsonLines(jsonl, stack)
+        tagger = Tagger(backend, write, threshold, topk, batch_size, None, progress)
+        try:
+            tagger.drawer = Drawer(save) if save else None
+            summary = tagger.run(opened).to_dict()
+        except Exception as e:
+            if write.failed:  # the output itself failed: it may end mid-line, so publish nothing (the old file stays)
+                raise
+            failure = e  # keep what was tagged: the file is completed with those lines, then e is raised
+    if failure is not None:
+        raise failure
     return summary | {"backend": backend.metadata()}
 
 

@@ -6,6 +6,8 @@ import sys
 
 from layover_edge.core.config import ServeConfig
 
+from .common import DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY
+
 S = ServeConfig()
 
 
@@ -23,28 +25,29 @@ def add_parsers(sub) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--host", default=S.host,
                    help="address to listen on; 0.0.0.0 exposes the server to the network (default: %(default)s)")
-    g.add_argument("--http-port", type=int, default=S.http_port,
+    g.add_argument("--http-port", type=NONNEGATIVE, default=S.http_port,
                    help="HTTP port; 0 picks a free one (default: %(default)s)")
-    g.add_argument("--grpc-port", type=int, default=S.grpc_port,
+    g.add_argument("--grpc-port", type=NONNEGATIVE, default=S.grpc_port,
                    help="gRPC port; 0 picks a free one (default: %(default)s)")
-    g.add_argument("--metrics-port", type=int, default=S.metrics_port,
+    g.add_argument("--metrics-port", type=NONNEGATIVE, default=S.metrics_port,
                    help="Prometheus metrics port; 0 picks a free one (default: %(default)s)")
     g = p.add_argument_group("batching and limits")
-    g.add_argument("--max-batch", type=int, default=S.max_batch,
+    g.add_argument("--max-batch", type=POSITIVE, default=S.max_batch,
                    help="most images per model execution, gathered from concurrent requests (default: %(default)s)")
-    g.add_argument("--max-queue-delay-us", type=int, default=S.max_queue_delay_us,
+    g.add_argument("--max-queue-delay-us", type=NONNEGATIVE, default=S.max_queue_delay_us,
                    help="how long the dynamic batcher may hold a request to fill a batch, in microseconds "
                         "(default: %(default)s: batch only what is already queued)")
-    g.add_argument("--max-image-pixels", type=int, default=S.max_image_pixels,
+    g.add_argument("--max-image-pixels", type=POSITIVE, default=S.max_image_pixels,
                    help="refuse an image with more pixels than this, before decoding it (default: %(default)s)")
     g = p.add_argument_group("tags")
-    g.add_argument("--threshold", type=float, default=S.threshold,
+    g.add_argument("--threshold", type=PROBABILITY, default=S.threshold,
                    help="one probability threshold for every class (default: the model's per-class thresholds, "
                         "else 0.5)")
-    g.add_argument("--topk", type=int, default=S.topk,
+    g.add_argument("--topk", type=NONNEGATIVE, default=S.topk,
                    help="return at most K labels per image, highest first; 0 returns all above threshold (default: 0)")
     g = p.add_argument_group("backend")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--device", type=DEVICE, default="auto",
+                   help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     g.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="PyTorch checkpoints only: inference precision; fp16/bf16 need CUDA (default: %(default)s)")
     g.add_argument("--mode", choices=("eager", "graph", "compile"), default="eager",

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.images import open_rgb
 
 # Images whose file is missing: "error" stops before any work (a wrong --data-root is the usual
 # cause, better found now than an hour into extraction); "skip" loads them as unreadable, so
@@ -67,12 +68,10 @@ class FileDataset:
     def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray]:
         path = self.root / self.files[i]
         try:
-            with Image.open(path) as im:
-                im.load()  # decode now: a truncated file fails here, inside the loader's try
-                image = im.convert("RGB")
+            image = open_rgb(path)
         except FileNotFoundError:
             raise OSError(f"{path}: file not found") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except (OSError, ValueError) as e:
             raise OSError(f"{path}: cannot read image ({e})") from None
         return image, self.targets[i].astype(np.float32)
 
