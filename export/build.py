@@ -2,22 +2,25 @@
 
 ``prepare_build`` checks everything that does not need TensorRT (the ONNX, its precision against
 the request, plugins, target, DLA) and yields the equivalent trtexec command; ``build_engine``
-then runs the builder: optimisation profile (min/opt/max batch), workspace limit, timing cache,
-plugin library, strongly typed network where the precision mode says so (always on TensorRT 11), the FP16
-flag and FP32-pinned head only on TensorRT 10.
+then runs the builder: optimisation profile (min/opt/max batch; none for a static graph), workspace
+limit, timing cache, plugin library, strongly typed network where the precision mode says so (always
+on TensorRT 11), and on TensorRT 10 weak typing with the head pinned to FP32 (``head.pin_head``).
+Every TensorRT call that reports failure by its return value (a bool, an index, None) is checked.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from layover_edge.artifacts.onnx_metadata import get_metadata
+from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata
 from layover_edge.artifacts.sidecar import FORMAT, sidecar_path
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path, sha256, write_json
+from layover_edge.core.tensorrt import load_plugins
 
-from .onnx import check_onnx
+from .head import head_boundary, pin_head
 from .precision import PrecisionMode, precision_mode
 from .targets import Target, check_dla
 from .trtexec import trtexec_command
@@ -41,12 +44,23 @@ class BuildRequest:
     plugin_nodes: list[tuple[str, str, str]] = field(default_factory=list)
     timing_cache: Path | None = None
     dla_core: int | None = None
+    dynamic: bool = True                           # the ONNX input has a dynamic batch axis
+    pinned: list[str] = field(default_factory=list)  # layer names kept FP32 (after parsing: TensorRT's own)
 
     def trtexec(self) -> str:
         return trtexec_command(self.onnx, self.engine, self.mode, self.trt_version, self.meta["input"],
-                               self.meta["image_size"], self.batch, self.workspace_gb,
-                               self.meta["high_precision_nodes"], [str(p) for p in self.plugins],
-                               str(self.timing_cache) if self.timing_cache else None, self.dla_core)
+                               self.meta["image_size"], self.batch, self.workspace_gb, self.dynamic, self.pinned,
+                               [str(p) for p in self.plugins], str(self.timing_cache) if self.timing_cache else None,
+                               self.dla_core)
+
+    def dla_note(self) -> str | None:
+        """What a DLA build leaves on the GPU, said before the build (the builder lists every layer)."""
+        if self.dla_core is None:
+            return None
+        plugin = f"; plugin layers {', '.join('/'.join(n) for n in self.plugin_nodes)}" if self.plugin_nodes else ""
+        return (f"DLA core {self.dla_core} runs FP16/INT8 layers only, so the FP32 head "
+                f"({len(self.meta['high_precision_nodes'])} ONNX nodes){plugin} run on the GPU (GPU fallback is on); "
+                f"the builder reports each layer DLA cannot take")
 
 
 def installed_tensorrt() -> str | None:
@@ -87,7 +101,10 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
     check_onnx(onnx_path)
     proto = onnx.load(str(onnx_path), load_external_data=False)
     meta = get_metadata(proto, onnx_path)
-    mode = precision_mode(meta["precision"], precision, trt_version)
+    if meta.get("quantizer") == "onnxruntime-qoperator":
+        raise LayoverError(f"{onnx_path.name} is ONNX Runtime's CPU INT8 graph (QLinear ops), which TensorRT does "
+                           f"not build: build model.int8.onnx (explicit Q/DQ) instead")
+    mode = precision_mode(meta["precision"], precision, trt_version, dla=dla_core is not None)
     static = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value  # 0: dynamic batch axis
     batch = tuple(batch or ((static,) * 3 if static else target.batch))
     if static and batch != (static,) * 3:
@@ -105,37 +122,13 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
     if nodes and not libs:
         names = ", ".join("/".join(n) for n in nodes)
         raise LayoverError(f"{onnx_path.name} holds plugin node(s) {names}: pass --plugins build/liblayover_plugins.so")
+    # Before parsing, the head's layers carry their ONNX node names (the export splits its Gemms,
+    # head.split_biased_gemms) and its weights their initializer names: the trtexec list.
+    head = set(meta["high_precision_nodes"])
+    pinned = sorted(head | head_boundary(proto.graph, head)[2]) if mode.pin_fp32 else []
     return BuildRequest(onnx_path, Path(engine), precision, target, trt_version, mode, meta, batch,
                         workspace_gb or target.workspace_gb, libs, nodes,
-                        Path(timing_cache) if timing_cache else None, dla_core)
-
-
-def _load_plugins(trt, logger, req: BuildRequest) -> None:
-    trt.init_libnvinfer_plugins(logger, "")
-    registry = trt.get_plugin_registry()
-    for lib in req.plugins:
-        try:
-            registry.load_library(str(lib))
-        except Exception as e:  # TensorRT raises RuntimeError/TypeError for unloadable libraries
-            raise LayoverError(f"TensorRT cannot load plugin library {lib}: {e}") from None
-    get = getattr(registry, "get_creator", None) or registry.get_plugin_creator
-    for name, version, namespace in req.plugin_nodes:
-        if get(name, version, namespace) is None:
-            raise LayoverError(f"plugin {name} version {version} namespace {namespace!r} is not in "
-                               f"{', '.join(map(str, req.plugins))}: wrong or stale library")
-
-
-def _pin_head(trt, network, names: list[str]) -> int:
-    """TensorRT 10 FP16: the head's layers (named after their ONNX nodes) run and output FP32."""
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if any(layer.name == n or layer.name.startswith(n + "_") for n in names):
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
-            pinned += 1
-    return pinned
+                        Path(timing_cache) if timing_cache else None, dla_core, dynamic=not static, pinned=pinned)
 
 
 def plan_engine(onnx_path: str | Path, precision: str, target: str, out: str | Path | None = None,
@@ -177,7 +170,7 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
                            f"(the trtexec command above), or pass --any-gpu for an engine for this GPU")
     t0 = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
-    _load_plugins(trt, logger, req)
+    load_plugins(trt, logger, req.plugins, req.plugin_nodes)
     builder = trt.Builder(logger)
     flags = 0
     if req.mode.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -189,22 +182,25 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
         raise LayoverError(f"TensorRT cannot parse {req.onnx}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_gb * (1 << 30)))
-    profile = builder.create_optimization_profile()
-    s = req.meta["image_size"]
-    profile.set_shape(req.meta["input"], *[(b, 3, s, s) for b in req.batch])
-    config.add_optimization_profile(profile)
-    if req.mode.fp16_flag:  # TensorRT 10 only: BuilderFlag.FP16 is gone in 11 (precision_mode refuses it there)
-        config.set_flag(trt.BuilderFlag.FP16)
-    if req.mode.pin_fp32:
-        if not _pin_head(trt, network, req.meta["high_precision_nodes"]):
-            raise LayoverError("no head layer found to keep in FP32: the ONNX node names did not survive parsing")
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    if req.dynamic:  # a static graph takes no profile (trtexec refuses shapes for one)
+        profile = builder.create_optimization_profile()
+        s = req.meta["image_size"]
+        profile.set_shape(req.meta["input"], *[(b, 3, s, s) for b in req.batch])
+        if config.add_optimization_profile(profile) < 0:
+            raise LayoverError(f"TensorRT refused the optimisation profile {req.batch} for input {req.meta['input']}")
+    _set_precision(trt, network, config, req)
     if req.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = req.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        gpu = [network.get_layer(i).name for i in range(network.num_layers)
+               if not config.can_run_on_DLA(network.get_layer(i))]
+        print(f"DLA core {req.dla_core}: {network.num_layers - len(gpu)} of {network.num_layers} layers can run on "
+              f"DLA; on the GPU: {', '.join(gpu) or 'none'}", file=sys.stderr)
     cache_bytes = req.timing_cache.read_bytes() if req.timing_cache and req.timing_cache.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
+    if not config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False):
+        raise LayoverError(f"TensorRT refused the timing cache {req.timing_cache}: it was made on another GPU or "
+                           f"TensorRT version; delete it or pass another --timing-cache")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise LayoverError("TensorRT failed to build the engine (see the TensorRT messages above)")
@@ -219,6 +215,28 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
     return sidecar
 
 
+def _set_precision(trt, network, config, req: BuildRequest) -> None:
+    """TensorRT 10 weak typing (precision_mode): INT8/FP16 flags, the head pinned to FP32 by walking
+    the parsed network, obey (GPU) or prefer (DLA) constraints. The pinned names replace the
+    pre-parse list, so the sidecar's trtexec command is exactly this build."""
+    if req.mode.int8_flag:
+        config.set_flag(trt.BuilderFlag.INT8)
+    if req.mode.fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if not req.mode.pin_fp32:
+        return
+    import onnx
+    graph = onnx.load(str(req.onnx), load_external_data=False).graph
+    try:
+        req.pinned = pin_head(trt, network, graph, req.meta["high_precision_nodes"])
+    except LookupError as e:
+        raise LayoverError(f"cannot keep the head in FP32: {e}") from None
+    if not req.pinned:
+        raise LayoverError("cannot keep the head in FP32: no float layer found between its input and output tensors")
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS if req.mode.constraints == "obey"
+                    else trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+
+
 def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capability: str, seconds: float) -> dict:
     """The engine's sidecar: build facts plus the ONNX metadata the runtime needs."""
     meta = req.meta
@@ -231,4 +249,5 @@ def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capabili
             "labels": meta["labels"], "thresholds": meta.get("thresholds"), "image_size": meta["image_size"],
             "mean": meta["mean"], "std": meta["std"], "interpolation": meta["interpolation"],
             "method": meta["method"], "backbone": meta["backbone"], "form": meta["form"],
-            "graph_precision": meta["precision"], "build_seconds": seconds, "trtexec": req.trtexec()}
+            "graph_precision": meta["precision"], "fp32_layers": req.pinned, "build_seconds": seconds,
+            "trtexec": req.trtexec()}

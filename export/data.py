@@ -5,6 +5,9 @@ A data spec is ``NAME:SPLIT`` or ``NAME:SPLIT:key=value,key=value`` (options for
 constructor), e.g. ``synthetic:train`` or ``synthetic:val:num_images=1000,seed=1``. For
 ``synthetic`` the class count and image size default to the model's and the image count to the
 number asked for. Calibration also accepts a ``.npy`` file of preprocessed images (N, 3, S, S).
+
+Images are preprocessed in numpy and Pillow (``data.pixels``, the device's transform), so parity
+runs on a device without torch and measures the preprocessing that ships.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from layover_edge.artifacts.model_info import ModelInfo
 from layover_edge.core.config import Preprocess
 from layover_edge.core.errors import LayoverError
 from layover_edge.data import build_dataset
-from layover_edge.data.loading import image_loader
+from layover_edge.data.pixels import to_batch
 
 log = logging.getLogger(__name__)
 MIN_CALIB = 32        # fewer images cannot give stable activation ranges
@@ -66,20 +69,25 @@ def open_split(spec: str, info: ModelInfo, size: int | None, root: str | None = 
 def image_arrays(ds, pre: Preprocess, batch_size: int, limit: int | None = None, desc: str = "images",
                  progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(images float32 (B,3,S,S) preprocessed as the model expects, targets (B,K)); unreadable skipped."""
-    loader = image_loader(ds, pre, batch_size)
+    total = min(len(ds), limit or len(ds))
     seen = 0
-    with tqdm(total=min(len(ds), limit or len(ds)), desc=desc, disable=not progress, leave=False) as bar:
-        for x, y, _idx, bad in loader:
-            for i, reason in bad:
-                log.warning("skipping image %d: %s", i, reason)
-            if x is None:
-                continue
-            if limit is not None:
-                x, y = x[: limit - seen], y[: limit - seen]
-            seen += len(x)
-            bar.update(len(x))
-            yield x.numpy(), y.numpy()
-            if limit is not None and seen >= limit:
+    with tqdm(total=total, desc=desc, disable=not progress, leave=False) as bar:
+        for start in range(0, len(ds), batch_size):
+            images, targets = [], []
+            for i in range(start, min(start + batch_size, len(ds))):
+                try:
+                    image, target = ds[i]
+                    images.append(image)
+                    targets.append(np.asarray(target, np.float32))
+                except (OSError, ValueError) as e:  # unreadable: skipped and named, as training does
+                    log.warning("skipping image %d: %s", i, e)
+                if seen + len(images) >= total:
+                    break
+            if images:
+                seen += len(images)
+                bar.update(len(images))
+                yield to_batch(images, pre), np.stack(targets)
+            if seen >= total:
                 return
 
 
@@ -91,13 +99,20 @@ def calibration_images(spec: str, info: ModelInfo, size: int, root: str | None =
         path = Path(spec)
         if not path.is_file():
             raise LayoverError(f"calibration file not found: {path}")
-        images = np.load(path, allow_pickle=False)[:size]
+        try:
+            images = np.load(path, allow_pickle=False)[:size]
+        except (ValueError, OSError, EOFError) as e:  # truncated, pickled objects, not a .npy at all
+            raise LayoverError(f"calibration file {path} is not a readable .npy of images: {e}") from None
+        if images.dtype.kind != "f":
+            raise LayoverError(f"calibration file {path} holds {images.dtype} values, not preprocessed float images")
     else:
         ds = open_split(spec, info, size, root)
         images = np.concatenate([x for x, _ in image_arrays(ds, info.preprocess, 64, size, "calibration images", progress)] or
                                 [np.empty((0, 3, s, s), np.float32)])
     if images.ndim != 4 or images.shape[1:] != (3, s, s):
         raise LayoverError(f"calibration data has shape {images.shape}, the model takes (N, 3, {s}, {s})")
+    if not np.isfinite(images).all():
+        raise LayoverError(f"calibration data {spec} holds NaN or infinite values")
     if len(images) < MIN_CALIB:
         raise LayoverError(f"only {len(images)} calibration images; INT8 needs at least {MIN_CALIB} "
                            f"(≥ 500 recommended)")

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from layover_edge.artifacts.onnx_metadata import INPUT, OUTPUTS, checkpoint_metadata, set_metadata
+from layover_edge.artifacts.onnx_metadata import INPUT, OUTPUTS, check_onnx, checkpoint_metadata, set_metadata
 from layover_edge.core.config import ExportConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 from layover_edge.models import load_checkpoint
+
+from .head import split_biased_gemms
 
 FORMS = ("portable", "plugin")
 MIN_OPSET = ExportConfig.opset  # the dynamo exporter writes 18; down-conversion to 17 fails
@@ -68,21 +70,6 @@ def branch_nodes(proto) -> list[str]:
     return [n.name for n in proto.graph.node if "fused_mix" in name_scopes(n)]
 
 
-def check_onnx(path: str | Path) -> None:
-    """onnx.checker on a file (full check for standard-op graphs); one LayoverError naming the problem."""
-    import onnx
-    path = Path(path)
-    if not path.is_file():
-        raise LayoverError(f"ONNX file not found: {path}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-        custom = any(n.domain not in ("", "ai.onnx") for n in proto.graph.node)
-        onnx.checker.check_model(str(path), full_check=not custom)
-    except Exception as e:  # DecodeError, ValidationError, InferenceError: all mean "not a valid model"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LayoverError(f"{path} fails the ONNX checker: {first}") from None
-
-
 def _trace(model: nn.Module, example: torch.Tensor, opset: int, dynamic: bool):
     from layover_edge.kernels.onnx_export import translation_table
     shapes = {"image": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic else None
@@ -122,6 +109,8 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, form: str = "porta
             h, _ = model.features(example[:1])
         proto, plugin_node = replace_branch(proto, branch_nodes(proto), model.head, model.backbone.layout(h))
         keep_high = sorted(set(keep_high) & {n.name for n in proto.graph.node} | {plugin_node})
+    # TensorRT gives a Gemm's bias add no name: split the head's into MatMul + Add (export/head.py)
+    keep_high = split_biased_gemms(proto, keep_high)
     for node in proto.graph.node:  # stack traces and module paths: local file paths, a third of the file
         del node.metadata_props[:]
     set_metadata(proto, checkpoint_metadata(cfg, form, opset, keep_high))

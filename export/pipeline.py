@@ -38,13 +38,18 @@ def default_forms(checkpoint: str | Path) -> list[str]:
 def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None = None,
                data_root: str | None = None, progress: bool = True) -> dict[str, dict]:
     """Export ``checkpoint`` into ``out``: model.onnx (portable), model.plugin.onnx and, on request,
-    model.int8.onnx (Q/DQ, calibrated on ``ec.calib_data``) and model.fp16.onnx. Returns one row per file."""
+    model.int8.onnx (Q/DQ, calibrated on ``ec.calib_data``), model.fp16.onnx and a Triton model repository
+    (``ec.triton_repo``). Returns one row per file or repository model."""
     from .onnx import export_onnx
     ec = ec or ExportConfig()
     out = Path(out)
     forms = list(ec.forms or default_forms(checkpoint))
     if (ec.int8 or ec.fp16) and "portable" not in forms:
         raise LayoverError("--int8 and --fp16 convert the portable graph: keep 'portable' in --form")
+    if ec.triton_engine and not ec.triton_repo:
+        raise LayoverError("--triton-engine adds a model to the Triton repository: give --triton-repo DIR too")
+    if ec.triton_repo and "portable" not in forms:
+        raise LayoverError("--triton-repo serves the portable graph: keep 'portable' in --form")
     if ec.int8 and not ec.calib_data:
         raise LayoverError("--int8 needs --calib-data (a data set split such as synthetic:train, or a .npy "
                            "of preprocessed images): INT8 is never calibrated on random data")
@@ -61,14 +66,22 @@ def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None 
         t = time.perf_counter()
         portable = out / FILES["portable"]
         info = ModelInfo.from_metadata(get_metadata(onnx.load(str(portable), load_external_data=False), portable))
-        images = calibration_images(ec.calib_data, info, ec.calib_size, data_root, progress)
-        quantize_int8(portable, out / FILES["int8"], images, ec.calib_method)
+        try:
+            images = calibration_images(ec.calib_data, info, ec.calib_size, data_root, progress)
+            quantize_int8(portable, out / FILES["int8"], images, ec.calib_method, quiet=not progress)
+        except LayoverError as e:  # the FP32 graphs are already written and checked: say they stay
+            kept = ", ".join(rows[form]["file"] for form in rows)
+            raise LayoverError(f"{e} (no {FILES['int8']} written; the FP32 files {kept} are complete and kept)") \
+                from None
         rows["int8"] = file_row(out / FILES["int8"], time.perf_counter() - t) | {"calibration_images": len(images)}
     if ec.fp16:
         from .quantize import convert_fp16
         t = time.perf_counter()
         convert_fp16(out / FILES["portable"], out / FILES["fp16"])
         rows["fp16"] = file_row(out / FILES["fp16"], time.perf_counter() - t)
+    if ec.triton_repo:
+        from .triton_repo import write_repository
+        rows |= write_repository(out / FILES["portable"], ec.triton_repo, ec.triton_engine, ec.triton_max_batch)
     return rows
 
 

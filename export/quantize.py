@@ -4,7 +4,13 @@ file builds on TensorRT 10 (JetPack 6) and TensorRT 11 (strongly typed only, no 
 - INT8: explicit Q/DQ (``modelopt.onnx.quantization``), calibrated on CPU with real images;
 - FP16: a strongly typed FP16 graph (``modelopt.onnx.autocast``).
 
-Both keep the head (RS sigmoid, α gate, mix, classifier) and the output sigmoid in FP32: the
+- INT8 for ONNX Runtime on the CPU (``quantize_int8_ort``): ONNX Runtime's own static quantizer in
+  QOperator form (QLinearConv, QLinearMatMul). ModelOpt's graph is for TensorRT: on ONNX Runtime's CPU
+  provider its Q/DQ pairs run as separate ops and it is slower than FP32, so it checks INT8 accuracy
+  there, not speed (README "Benchmark": RM on efficientnet_lite0 at 224 px, batch 1, one run: FP32
+  36.2 ms, ModelOpt Q/DQ 67.7 ms, QOperator 12.4 ms). TensorRT cannot build the QOperator graph.
+
+All keep the head (RS sigmoid, α gate, mix, classifier) and the output sigmoid in FP32: the
 node list is in the graph's metadata (``high_precision_nodes``), the same list the TensorRT 10
 FP16 build pins to FP32. Only the portable form is converted: ModelOpt would need TensorRT to
 run the plugin node.
@@ -12,6 +18,8 @@ run the plugin node.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import shutil
 import sys
@@ -20,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from layover_edge.artifacts.onnx_metadata import get_metadata, set_metadata
+from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata, set_metadata
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 
-from .onnx import check_onnx
-
 CALIB_METHODS = ("max", "entropy")
+ORT_QUANTIZER = "onnxruntime-qoperator"  # metadata "quantizer" of quantize_int8_ort's graphs
 INSTALL_HINT = ('ModelOpt is not installed: pip install "nvidia-modelopt>=0.44" onnxslim onnxconverter-common '
                 'lief cppimport (or pip install "layover-edge[int8]")')
 
@@ -56,8 +63,48 @@ def _exact(names: list[str]) -> list[str]:
     return [f"^{re.escape(n)}$" for n in names]
 
 
-def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max") -> Path:
-    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU."""
+class _DropNoGpuNotice(logging.Filter):
+    """ModelOpt logs "ERROR: Failed to get GPU count: NVML ..." on every machine without a GPU, where
+    nothing is wrong and calibration runs on the CPU as asked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to get GPU count" not in record.getMessage()
+
+
+class _NotModelOpt(logging.Filter):
+    """ModelOpt's records, for the root handlers: its own handler has shown them already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("modelopt")
+
+
+@contextlib.contextmanager
+def _modelopt_output(quiet: bool):
+    """While ModelOpt runs: its prints, ONNX Runtime's calibration progress and the log handler it
+    installs on what is then ``sys.stdout`` go to stderr (nowhere with ``quiet``), never into stdout
+    (--json); its records are not repeated by the root logger it also propagates to (under ``quiet``
+    the root logger is the one that shows its errors); the no-GPU notice is dropped."""
+    own, notice, once = logging.getLogger("modelopt.onnx"), _DropNoGpuNotice(), _NotModelOpt()
+    handlers = [] if quiet else logging.getLogger().handlers[:]
+    sink = open(os.devnull, "w") if quiet else sys.stderr
+    own.addFilter(notice)
+    for h in handlers:
+        h.addFilter(once)
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        own.removeFilter(notice)
+        for h in handlers:
+            h.removeFilter(once)
+        if quiet:
+            sink.close()
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max",
+                  quiet: bool = False) -> Path:
+    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU; ``quiet``
+    silences ModelOpt's and ONNX Runtime's progress."""
     import onnx
     try:
         from modelopt.onnx.quantization import quantize
@@ -70,12 +117,12 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarra
     with tempfile.TemporaryDirectory(prefix="layover-int8-") as tmp:
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         shutil.copyfile(onnx_path, src)  # ModelOpt writes intermediate files beside its input
-        try:  # ORT's calibrator prints progress on stdout: keep stdout clean for --json
-            with contextlib.redirect_stdout(sys.stderr):
-                    quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
+        try:
+            with _modelopt_output(quiet):
+                quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
                          calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
                          nodes_to_exclude=_exact(meta["high_precision_nodes"]), op_types_to_exclude=["Sigmoid"],
-                         high_precision_dtype="fp32", log_level="WARNING")
+                         high_precision_dtype="fp32", log_level="ERROR" if quiet else "WARNING")
         except Exception as e:  # ModelOpt surfaces ORT and graph errors as many types
             raise LayoverError(f"INT8 quantization failed: {str(e).strip().splitlines()[0]}") from None
         proto = onnx.load(str(dst))
@@ -99,3 +146,52 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     except Exception as e:
         raise LayoverError(f"FP16 conversion failed: {str(e).strip().splitlines()[0]}") from None
     return _finish(proto, meta, "fp16", Path(out_path), {})
+
+
+def quantize_int8_ort(onnx_path: str | Path, out_path: str | Path, images: np.ndarray) -> Path:
+    """INT8 for ONNX Runtime's CPU provider: static QOperator quantization (per-tensor uint8 activations,
+    int8 weights), calibrated on ``images``, the head kept FP32. Not a TensorRT input.
+
+    Runs in a child interpreter: ModelOpt patches ONNX Runtime's quantizer classes in place when it
+    quantizes (modelopt/onnx/quantization/ort_patching.py), after which ONNX Runtime's own QOperator
+    pass fails in the same process."""
+    import subprocess
+
+    import onnx
+    onnx_path = Path(onnx_path)
+    _, meta = _source(onnx_path)
+    with tempfile.TemporaryDirectory(prefix="layover-int8-ort-") as tmp:
+        dst, calib = Path(tmp) / "int8.onnx", Path(tmp) / "calib.npy"
+        np.save(calib, np.ascontiguousarray(images, np.float32))
+        child = subprocess.run([sys.executable, "-m", "layover_edge.export.quantize", str(onnx_path), str(dst),
+                                str(calib), meta["input"], *meta["high_precision_nodes"]],
+                               capture_output=True, text=True)
+        if child.returncode != 0:
+            lines = (child.stderr.strip() or "no message").splitlines()
+            raise LayoverError(f"ONNX Runtime INT8 quantization failed: {lines[-1]}")
+        proto = onnx.load(str(dst))
+    opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return _finish(proto, meta, "int8", Path(out_path), {"opset": opset, "quantizer": ORT_QUANTIZER,
+                                                         "calibration": {"images": int(len(images))}})
+
+
+def _ort_quantize(src: str, dst: str, calib: str, input_name: str, *exclude: str) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    images = np.load(calib)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{input_name: images[i:i + 16]} for i in range(0, len(images), 16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = str(Path(dst).with_name("pre.onnx"))
+    quant_pre_process(src, pre, skip_optimization=True)  # optimising would fuse the head's MatMul + Add
+    quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=False, nodes_to_exclude=list(exclude))
+
+
+if __name__ == "__main__":  # quantize_int8_ort's child
+    _ort_quantize(*sys.argv[1:])

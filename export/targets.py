@@ -3,8 +3,9 @@
 An engine only runs on the compute capability and TensorRT version it was built with, so a
 profile names both, plus the optimisation-profile batch sizes and workspace that suit the
 device's memory. JetPack 6.1/6.2 ship TensorRT 10.3 (CUDA 12.6); TensorRT 11 does not support
-Orin on JetPack 6, and DLA is absent from TensorRT 11.0-11.3 (NVIDIA's TensorRT 10.x-to-11.x Jetson
-migration notes).
+Orin on JetPack 6. DLA (NVIDIA's "Working with DLA", TensorRT 11.4.1 docs): TensorRT 10.7 was the last
+10.x release with it; 11.0-11.3 have none, 11.4.0 only on Windows on ARM; 11.4.1 brings it back on
+Jetson AGX Orin only, under JetPack 7.2.2 or later.
 """
 from __future__ import annotations
 
@@ -51,18 +52,29 @@ def get_target(name: str) -> Target:
         raise LayoverError(f"unknown target {name!r}; choose one of {sorted(TARGETS)}") from None
 
 
+def version_tuple(version: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in version.split(".")[:3] if p.isdigit()]
+    return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
+
+
 def check_dla(target: Target, dla_core: int | None, precision: str, trt_version: str,
               batch: tuple[int, int, int]) -> None:
-    """DLA needs a Jetson with DLA cores, FP16 or INT8, static shapes and TensorRT 10.x or ≥ 11.4."""
+    """DLA needs a Jetson with DLA cores, FP16 or INT8, static shapes, and TensorRT 10.0-10.7 or
+    11.4.1+ (AGX Orin only)."""
     if dla_core is None:
         return
     if not 0 <= dla_core < target.dla_cores:
         raise LayoverError(f"target {target.name} has {target.dla_cores} DLA cores; --dla-core {dla_core} is not one")
     if precision == "fp32":
         raise LayoverError("DLA runs FP16 or INT8 only: build with --precision fp16 or int8")
-    major, minor = (int(v) for v in (trt_version.split(".") + ["0"])[:2])
-    if major == 11 and minor < 4:
-        raise LayoverError(f"TensorRT {trt_version} has no DLA support (restored in 11.4 on JetPack 7.2.2+); "
-                           f"use TensorRT 10.x (JetPack 6)")
+    v = version_tuple(trt_version)
+    if (10, 8, 0) <= v < (11, 0, 0):
+        raise LayoverError(f"TensorRT {trt_version} has no DLA support (10.7 was the last 10.x release with it); "
+                           f"use JetPack 6's TensorRT 10.3")
+    if (11, 0, 0) <= v < (11, 4, 1):
+        raise LayoverError(f"TensorRT {trt_version} has no DLA support on Jetson (it returns in 11.4.1, on AGX Orin "
+                           f"with JetPack 7.2.2+); use JetPack 6's TensorRT 10.3")
+    if v >= (11, 0, 0) and target.name != "orin-agx":
+        raise LayoverError(f"TensorRT {trt_version} supports DLA on Jetson AGX Orin only, not {target.name}")
     if len(set(batch)) != 1:
         raise LayoverError(f"DLA needs a static batch: set --min-batch = --opt-batch = --max-batch (got {batch})")

@@ -223,6 +223,9 @@ extern "C" size_t layover_fused_mix_max_workspace_size(int64_t max_B, int64_t C)
 extern "C" int layover_fused_mix(const LayoverFusedMixArgs* args, void* workspace,
                                  size_t workspace_bytes, void* stream) {
     if (!valid(args) || workspace_bytes < layover_fused_mix_workspace_size(args)) return -1;
+    // Reported below through cudaGetLastError, which also holds any earlier, unrelated error of this
+    // thread: drop that first (the call that made it already returned it; a sticky error recurs anyway).
+    (void)cudaGetLastError();
     const LayoverFusedMixArgs a = merge_spatial(*args);
     const Grid grid = make_grid(a);
     auto* psum = static_cast<float*>(workspace);

@@ -6,8 +6,11 @@
         print(p.source, p.tags)                     # [("dog", 0.93), ...] above the thresholds
     le.train("test_convnext", "runs/rm", method="rm", tap=1, data="synthetic", epochs=5)
 
+    with le.start_server("deploy/model.onnx", http_port=0, grpc_port=0, metrics_port=0) as server:
+        print(server.client().tag(["photos/"]))      # Triton over gRPC; le.connect(URL) for a running one
+
 Keyword options go to the library's config classes by name (``ModelConfig``, ``TrainConfig``,
-``DataSpec``, ``ExportConfig``), so every default is the CLI's default, written once.
+``DataSpec``, ``ExportConfig``, ``ServeConfig``), so every default is the CLI's default, written once.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from layover_edge.core.config import ExportConfig, ModelConfig, TrainConfig
+from layover_edge.core.config import ExportConfig, ModelConfig, ServeConfig, TrainConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.data.spec import DataSpec
 
@@ -131,10 +134,11 @@ def load(path: str | Path, device: str = "auto", precision: str = "fp32", mode: 
 
 
 def train(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", cache: str | Path | None = None,
-          resume: bool = False, progress: bool = True, **options):
+          resume: bool = False, progress: bool = True, overwrite: bool = False, **options):
     """Train LP / RM / FT (``method``, ``tap``, ``rs``, ``weights``, ``image_size``, ... and the
     recipe: ``epochs``, ``lr``, ``batch_size``, ...) as ``layover-edge train`` does; returns the
-    run's summary, text and best model (``.summary``, ``.text``, ``.model``)."""
+    run's summary, text and best model (``.summary``, ``.text``, ``.model``). A folder that holds a
+    run needs ``resume`` or ``overwrite``."""
     from layover_edge.data.loading import paper_image_size
     from layover_edge.training.run import train as run
     model_opts, train_opts, data_opts = _split_options(
@@ -144,7 +148,7 @@ def train(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", ca
     model_opts.setdefault("image_size", paper_image_size(backbone))
     cfg = ModelConfig(backbone=backbone, num_classes=len(train_ds.classes), labels=list(train_ds.classes),
                       **model_opts)
-    return run(cfg, TrainConfig(**train_opts), train_ds, val_ds, out, cache, resume, progress)
+    return run(cfg, TrainConfig(**train_opts), train_ds, val_ds, out, cache, resume, progress, overwrite)
 
 
 def evaluate(checkpoint: str | Path, data: str | DataSpec = "synthetic", split: str | None = None,
@@ -179,3 +183,29 @@ def parity(reference: str | Path, candidate: str | Path, data: str, **options) -
     (``NAME:SPLIT``); ``result["passed"]`` says whether every gate held."""
     from layover_edge.apps.parity import run_parity
     return run_parity(reference, candidate, data, **options)
+
+
+def serve(model: str | Path, device: str = "auto", precision: str = "fp32", mode: str = "eager", **options) -> dict:
+    """What ``layover-edge serve MODEL`` does, in this process: Triton serves the model until SIGINT or
+    SIGTERM (``ServeConfig`` options: host, http_port, max_batch, ...); returns its addresses."""
+    from layover_edge.apps.serve import serve as run
+    from layover_edge.runtime.factory import open_model
+    return run(open_model(model, device, precision, mode), ServeConfig(**options))
+
+
+def start_server(model: str | Path, device: str = "cpu", env: dict[str, str] | None = None, **options):
+    """``layover-edge serve MODEL`` as a child process, ready when this returns; ``.client()`` talks to
+    it, ``.stop()`` (or leaving a ``with`` block) shuts it down. Options as ``serve``."""
+    from layover_edge.apps.serve_client import ServerProcess
+    server = ServerProcess(model, ServeConfig(**options), device, env=env)
+    server.start()
+    return server
+
+
+def connect(url: str | None = None, protocol: str = "grpc"):
+    """A client of a running server (``host:port`` of its gRPC or HTTP endpoint; default: the serve
+    defaults on this machine): ``tag`` files and folders, ``tag_bytes`` encoded images,
+    ``tag_tensor`` / ``probabilities`` preprocessed batches."""
+    from layover_edge.apps.serve_client import Client
+    s = ServeConfig()
+    return Client(url or f"{s.host}:{s.grpc_port if protocol == 'grpc' else s.http_port}", protocol)

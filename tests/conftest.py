@@ -16,3 +16,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download weights
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``small_fs(size)``: a fresh tmpfs of ``size`` (e.g. "256k") mounted under tmp_path, unmounted
+    afterwards; skips where this process may not mount (not root, no CAP_SYS_ADMIN)."""
+    import subprocess
+    mounted = []
+
+    def mount(size: str, name: str = "fs"):
+        where = tmp_path / name
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'}): "
+                        "disk-full and read-only cases need root")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+

@@ -7,11 +7,13 @@ from layover_edge.kernels.identity import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAM
 
 
 def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
-    """image (B,3,8,8) -> GlobalAveragePool -> Flatten -> Gemm -> logits, Sigmoid -> probabilities."""
+    """image (B,3,8,8) -> GlobalAveragePool -> Flatten -> MatMul + Add -> logits, Sigmoid -> probabilities
+    (the head as export writes it: a Gemm split into MatMul + Add, export/head.py)."""
     from onnx import TensorProto, helper, numpy_helper
     nodes = [helper.make_node("GlobalAveragePool", ["image"], ["p"], name="pool"),
              helper.make_node("Flatten", ["p"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "w", "b"], ["logits"], name="node_linear_0", transB=1),
+             helper.make_node("MatMul", ["f", "w"], ["wx"], name="node_linear_0"),
+             helper.make_node("Add", ["wx", "b"], ["logits"], name="node_linear_0_bias"),
              helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="node_sigmoid")]
     opsets = [helper.make_opsetid("", 18)]
     if plugin:
@@ -21,12 +23,12 @@ def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 8, 8])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 2]) for n in ("logits", "probabilities")],
-        [numpy_helper.from_array(np.ones((2, 3), np.float32), "w"), numpy_helper.from_array(np.zeros(2, np.float32), "b")])
+        [numpy_helper.from_array(np.ones((3, 2), np.float32), "w"), numpy_helper.from_array(np.zeros((1, 2), np.float32), "b")])
     model = helper.make_model(graph, opset_imports=opsets)
     set_metadata(model, {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8,
                          "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp",
                          "backbone": "tiny", "tap": 1, "rs": "linear", "opset": 18,
                          "form": "plugin" if plugin else "portable", "precision": precision, "input": "image",
-                         "outputs": ["logits", "probabilities"], "high_precision_nodes": ["node_linear_0", "node_sigmoid"]})
+                         "outputs": ["logits", "probabilities"], "high_precision_nodes": ["node_linear_0", "node_linear_0_bias", "node_sigmoid"]})
     onnx.save(model, str(path))
     return path

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from layover_edge.apps.bench import BenchConfig, plan_variants, ratio_rows, run_bench
+from layover_edge.apps.bench import ONNX_LABELS, BenchConfig, plan_variants, ratio_rows, run_bench
 from layover_edge.cli import main
 from layover_edge.core.errors import LayoverError
 
@@ -22,11 +22,11 @@ def tiny(**kw) -> BenchConfig:
 
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime is not installed (pip install 'layover-edge[export]')")
 def test_bench_cpu_torch_and_onnxruntime(tmp_path):
-    precisions = ("fp32", "int8") if HAS_MODELOPT else ("fp32",)
+    precisions = ("fp32", "int8", "int8-ort") if HAS_MODELOPT else ("fp32", "int8-ort")
     result = run_bench(tiny(formats=("torch", "onnxruntime"), precisions=precisions), tmp_path, progress=False)
     rows = result["rows"]
     variants = {r["variant"] for r in rows}
-    assert variants == {"PyTorch eager fp32", *(f"ONNX Runtime {p}" for p in precisions)}
+    assert variants == {"PyTorch eager fp32", *(ONNX_LABELS[p] for p in precisions)}
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
     assert len(rows) == len(variants) * 3 * 2
     for r in rows:
@@ -40,6 +40,7 @@ def test_bench_cpu_torch_and_onnxruntime(tmp_path):
     assert len(saved["rows"]) == len(rows)
     md = (tmp_path / "bench.md").read_text()
     assert "| Method | Format | Precision | CUDA graph | Status | Size (MB) |" in md and "RM/LP" in md
+    assert "it shows INT8 accuracy, not INT8 speed" in md
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -67,3 +68,28 @@ def test_plan_and_config_errors():
         plan_variants(tiny(formats=("torch",), precisions=("int8",)), torch.device("cpu"))
     with pytest.raises(LayoverError, match="unknown methods"):
         tiny(methods=("xx",))
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime is not installed (pip install 'layover-edge[export]')")
+def test_onnxruntime_int8_graph_is_quantized_close_and_not_for_tensorrt(tmp_path):
+    import numpy as np
+    import onnx
+
+    from layover_edge.apps.bench import calibration
+    from layover_edge.core.config import ModelConfig
+    from layover_edge.export.build import prepare_build
+    from layover_edge.export.onnx import export_onnx
+    from layover_edge.export.quantize import quantize_int8_ort
+    from layover_edge.export.targets import get_target
+    from layover_edge.models import build_model, resolve_config, save_checkpoint
+    from layover_edge.runtime.onnx_backend import OnnxBackend
+    cfg = resolve_config(ModelConfig(backbone="test_convnext", num_classes=5, weights="none", image_size=48))
+    fp32 = export_onnx(save_checkpoint(build_model(cfg), cfg, tmp_path / "ckpt"), tmp_path / "m.onnx")
+    images = calibration(OnnxBackend(fp32).info, 32)
+    q = quantize_int8_ort(fp32, tmp_path / "m.int8-ort.onnx", images)
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert "QLinearConv" in ops and "Sigmoid" in ops  # quantized backbone, FP32 head
+    ref, got = OnnxBackend(fp32).run(images)["probabilities"], OnnxBackend(q).run(images)["probabilities"]
+    assert OnnxBackend(q).metadata()["precision"] == "int8" and np.abs(got - ref).max() < 0.1
+    with pytest.raises(LayoverError, match="TensorRT does not build"):
+        prepare_build(q, tmp_path / "e", "int8", get_target("h100"), "10.16.0")

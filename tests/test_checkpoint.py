@@ -1,7 +1,12 @@
+import errno
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 import torch
+from faults import fill
 
 from layover_edge.artifacts.checkpoint import read_config
 from layover_edge.core.config import ModelConfig
@@ -57,19 +62,29 @@ def test_checkpoint_from_another_backbone_is_refused(tmp_path):
         load_checkpoint(tmp_path / "ckpt")
 
 
-def test_failed_save_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
+def test_a_full_disk_leaves_the_old_checkpoint_intact(small_fs):
     c = cfg(method="lp")
     model = build_model(c)
-    save_checkpoint(model, c, tmp_path / "ckpt")
-    before = (tmp_path / "ckpt" / "head.safetensors").read_bytes()
+    disk = small_fs("2m")
+    save_checkpoint(model, c, disk / "ckpt")
+    before = (disk / "ckpt" / "head.safetensors").read_bytes()
+    filler = fill(disk)
+    with pytest.raises(OSError) as raised:  # safetensors' own writer said SafetensorError before
+        save_checkpoint(model, c, disk / "ckpt")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(disk / "ckpt")
+    assert (disk / "ckpt" / "head.safetensors").read_bytes() == before
+    assert sorted(p.name for p in disk.iterdir()) == sorted(["ckpt", Path(filler).name])
 
-    def boom(*a, **k):
-        raise OSError("disk full")
-    monkeypatch.setattr("safetensors.torch.save_file", boom)
-    with pytest.raises(OSError):
-        save_checkpoint(model, c, tmp_path / "ckpt")
-    assert (tmp_path / "ckpt" / "head.safetensors").read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    c = cfg(method="lp")
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(build_model(c), c, tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "ckpt").iterdir()} == {0o644}
 
 
 def test_read_config_names_bad_json(tmp_path):

@@ -121,3 +121,10 @@ def test_demo_on_the_imagenet_backbone_end_to_end(tmp_path):
         "tf_efficientnet_lite0", "efficientnet-lite0", "residual", "bicubic")
     assert cfg["mean"] == pytest.approx([127 / 255] * 3)  # the weights' own preprocessing, recorded
     assert "ImageNet weights" in (tmp_path / "report.md").read_text()
+
+
+def test_building_the_parser_does_not_import_torch():
+    """Errors argparse finds cost a fraction of a second: no verb's arguments import torch."""
+    code = "import sys; from layover_edge.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

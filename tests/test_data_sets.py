@@ -238,6 +238,22 @@ def test_folder_bad_input(tmp_path, files, message):
         build_dataset("folder", "train", str(tmp_path))
 
 
+def test_folder_label_files_with_a_bom_are_read(tmp_path):
+    """Spreadsheet programs save UTF-8 with a byte-order mark; the header is still 'path,labels'."""
+    image(tmp_path / "a.png")
+    (tmp_path / "train.csv").write_bytes("\ufeffpath,labels\na.png,café\n".encode("utf-8"))
+    (tmp_path / "classes.txt").write_bytes("\ufeffcafé\n".encode("utf-8"))
+    ds = build_dataset("folder", "train", str(tmp_path))
+    assert ds.classes == ["café"] and ds.targets.tolist() == [[1]]
+
+
+def test_folder_label_file_in_latin1_names_the_line(tmp_path):
+    image(tmp_path / "a.png")
+    (tmp_path / "train.csv").write_bytes("path,labels\na.png,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LayoverError, match=r"train.csv:2: not UTF-8 text \(byte 0xe9\)"):
+        build_dataset("folder", "train", str(tmp_path))
+
+
 def test_unreadable_images_are_skipped_with_their_path(tmp_path):
     image(tmp_path / "good.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -130,6 +130,16 @@ def test_bad_calibration_data(exported, tmp_path):
         calibration_images("synthetic", info, 64)
 
 
+def test_quiet_int8_export_prints_nothing_of_modelopt(exported, tmp_path, capfd):
+    """--quiet: no ModelOpt or ONNX Runtime progress and no "Failed to get GPU count" notice."""
+    from layover_edge.export.quantize import quantize_int8
+    images = np.random.default_rng(0).standard_normal((32, 3, 48, 48)).astype(np.float32)
+    capfd.readouterr()
+    quantize_int8(exported / "model.onnx", tmp_path / "model.int8.onnx", images, "max", quiet=True)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
 def test_int8_without_calibration_data_is_refused(demo, tmp_path, capsys):
     assert main(["export", str(demo), "--out", str(tmp_path), "--int8"]) == 2
     assert "never calibrated on random data" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def test_cache_matches_the_backbone(tmp_path, weights):
         p, zc, y = cache.tensors(t)
         torch.testing.assert_close(p, pool(h, bb.layout(h)), rtol=2e-3, atol=2e-3)
     torch.testing.assert_close(zc, z, rtol=2e-3, atol=2e-3)
-    torch.testing.assert_close(y, torch.stack([ds[i][1] for i in range(20)]))
+    torch.testing.assert_close(y, torch.stack([torch.as_tensor(ds[i][1]) for i in range(20)]))
 
 
 def cache_cfg(weights):

@@ -58,10 +58,10 @@ def test_targets_match_objects_and_geometry():
         img, target = ds[i]
         objs = ds.objects(i)
         assert img.mode == "RGB" and img.size == (s, s)
-        assert target.dtype == torch.float32 and target.shape == (ds.num_classes,)
+        assert target.dtype == np.float32 and target.shape == (ds.num_classes,)
         classes = [o.class_index for o in objs]
         assert len(set(classes)) == len(classes)  # all objects of different classes
-        assert torch.equal(target, torch.zeros(ds.num_classes).index_fill_(0, torch.tensor(classes), 1))
+        assert torch.equal(torch.as_tensor(target), torch.zeros(ds.num_classes).index_fill_(0, torch.tensor(classes), 1))
         large = [o for o in objs if not o.is_small]
         small = [o for o in objs if o.is_small]
         assert len(large) == 1 and 1 <= len(small) <= 4
@@ -124,4 +124,4 @@ def test_save_round_trip(tmp_path):
         img, target = ds[i]
         assert np.array_equal(np.asarray(Image.open(tmp_path / row["path"]).convert("RGB")), np.asarray(img))
         names = row["labels"].split(";")
-        assert torch.equal(torch.tensor([float(c in names) for c in ds.classes]), target)
+        assert torch.equal(torch.tensor([float(c in names) for c in ds.classes]), torch.as_tensor(target))

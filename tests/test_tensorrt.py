@@ -31,17 +31,25 @@ def test_targets():
         get_target("xavier")
 
 
-@pytest.mark.parametrize("graph,precision,version,expect", [
-    ("fp32", "fp32", "10.3.0", (False, False, False)),
-    ("fp32", "fp32", "11.1.0", (True, False, False)),
-    ("fp32", "fp16", "10.3.0", (False, True, True)),
-    ("fp16", "fp16", "11.1.0", (True, False, False)),
-    ("int8", "int8", "10.3.0", (True, False, False)),
-    ("int8", "int8", "11.1.0", (True, False, False)),
+@pytest.mark.parametrize("graph,precision,version,dla,expect", [
+    # (strongly typed, --fp16, --int8, head pinned, constraints)
+    ("fp32", "fp32", "10.3.0", False, (False, False, False, False, None)),
+    ("fp32", "fp32", "11.1.0", False, (True, False, False, False, None)),
+    ("fp32", "fp16", "10.3.0", False, (False, True, False, True, "obey")),
+    ("fp16", "fp16", "10.3.0", False, (True, False, False, False, None)),
+    ("fp16", "fp16", "11.1.0", False, (True, False, False, False, None)),
+    ("int8", "int8", "10.3.0", False, (True, False, False, False, None)),
+    ("int8", "int8", "11.1.0", False, (True, False, False, False, None)),
+    # DLA on TensorRT 10: weakly typed (trtexec's --useDLACore sets kFP16 unless --int8; a strongly typed
+    # network refuses kFP16), head pinned with prefer (the DLA block sets kPREFER itself)
+    ("int8", "int8", "10.3.0", True, (False, True, True, True, "prefer")),
+    ("fp16", "fp16", "10.3.0", True, (False, True, False, True, "prefer")),
+    ("fp32", "fp16", "10.3.0", True, (False, True, False, True, "prefer")),
+    ("int8", "int8", "11.4.1", True, (True, False, False, False, None)),
 ])
-def test_precision_mode(graph, precision, version, expect):
-    mode = precision_mode(graph, precision, version)
-    assert (mode.strongly_typed, mode.fp16_flag, mode.pin_fp32) == expect
+def test_precision_mode(graph, precision, version, dla, expect):
+    mode = precision_mode(graph, precision, version, dla)
+    assert (mode.strongly_typed, mode.fp16_flag, mode.int8_flag, mode.pin_fp32, mode.constraints) == expect
 
 
 @pytest.mark.parametrize("graph,precision,version,message", [
@@ -60,9 +68,10 @@ def test_trtexec_commands(tmp_path):
     req = prepare_build(onnx_path, tmp_path / "m.engine", "fp16", get_target("orin-nx"), "10.3.0",
                         timing_cache=str(tmp_path / "tc.cache"))
     cmd = req.trtexec()
+    head = "b:fp32,node_linear_0:fp32,node_linear_0_bias:fp32,node_sigmoid:fp32,w:fp32"
     for part in ("--fp16", "--minShapes=image:1x3x8x8", "--optShapes=image:4x3x8x8", "--maxShapes=image:16x3x8x8",
-                 "--memPoolSize=workspace:2048M", "--precisionConstraints=obey",
-                 "--layerPrecisions=node_linear_0:fp32,node_sigmoid:fp32", "--timingCacheFile="):
+                 "--memPoolSize=workspace:2048M", "--precisionConstraints=obey", f"--layerPrecisions={head}",
+                 f"--layerOutputTypes={head}", "--timingCacheFile="):
         assert part in cmd
     q = prepare_build(tiny_onnx(tmp_path / "q.onnx", "int8"), tmp_path / "q.engine", "int8", get_target("h100"),
                       "10.16.0", batch=(1, 8, 64))
@@ -71,13 +80,42 @@ def test_trtexec_commands(tmp_path):
     assert "--stronglyTyped" not in q11.trtexec() and "--fp16" not in q11.trtexec()
 
 
+def test_static_batch_graph_gets_no_shape_flags(tmp_path):
+    """trtexec refuses explicit shapes for a fully static graph ("Static model does not take explicit
+    shapes", release/10.3 samples/common/sampleEngines.cpp:838-845): the DLA export's command."""
+    path = tiny_onnx(tmp_path / "s.onnx", "int8", batch=4)
+    for version, dla in (("10.3.0", 0), ("10.3.0", None), ("11.4.1", 0)):
+        cmd = prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), version, dla_core=dla).trtexec()
+        assert "Shapes=" not in cmd
+    dynamic = prepare_build(tiny_onnx(tmp_path / "d.onnx", "int8"), tmp_path / "e", "int8", get_target("orin-agx"),
+                            "10.3.0", batch=(4, 4, 4), dla_core=0).trtexec()
+    assert "--minShapes=image:4x3x8x8" in dynamic and "--maxShapes=image:4x3x8x8" in dynamic
+
+
+def test_dla_build_on_tensorrt_10_is_weakly_typed(tmp_path):
+    """--useDLACore sets kFP16 unless --int8 (sampleEngines.cpp:1143-1146 at 10.3) and --stronglyTyped
+    clears --int8/--fp16 (sampleOptions.cpp:1231-1247): the strongly typed DLA command cannot build."""
+    q = prepare_build(tiny_onnx(tmp_path / "q.onnx", "int8", batch=4), tmp_path / "e", "int8",
+                      get_target("orin-agx"), "10.3.0", dla_core=1).trtexec().split()
+    assert "--stronglyTyped" not in q and {"--int8", "--fp16", "--useDLACore=1", "--allowGPUFallback",
+                                           "--precisionConstraints=prefer"} <= set(q)
+    f = prepare_build(tiny_onnx(tmp_path / "f.onnx", "fp16", batch=4), tmp_path / "e", "fp16",
+                      get_target("orin-agx"), "10.3.0", dla_core=0).trtexec().split()
+    assert "--stronglyTyped" not in f and "--int8" not in f and {"--fp16", "--precisionConstraints=prefer"} <= set(f)
+
+
 def test_dla_rules(tmp_path):
     path = tiny_onnx(tmp_path / "q.onnx", "int8")
     dla = prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), "10.3.0", batch=(4, 4, 4), dla_core=1)
     assert "--useDLACore=1" in dla.trtexec() and "--allowGPUFallback" in dla.trtexec()
+    assert "run on the GPU" in dla.dla_note()
+    prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), "11.4.1", batch=(4, 4, 4), dla_core=0)
     for target, batch, version, message in (("orin-nano", (4, 4, 4), "10.3.0", "has 0 DLA cores"),
                                             ("orin-agx", (1, 4, 8), "10.3.0", "static batch"),
-                                            ("orin-agx", (4, 4, 4), "11.1.0", "no DLA support")):
+                                            ("orin-agx", (4, 4, 4), "10.13.0", "10.7 was the last"),
+                                            ("orin-agx", (4, 4, 4), "11.1.0", "returns in 11.4.1"),
+                                            ("orin-agx", (4, 4, 4), "11.4.0", "returns in 11.4.1"),
+                                            ("orin-nx", (4, 4, 4), "11.4.1", "AGX Orin only")):
         with pytest.raises(LayoverError, match=message):
             prepare_build(path, tmp_path / "e", "int8", get_target(target), version, batch=batch, dla_core=0)
     with pytest.raises(LayoverError, match="FP16 or INT8"):
@@ -88,7 +126,7 @@ def test_dla_rules(tmp_path):
 def test_static_batch_graph_fixes_the_profile(tmp_path):
     path = tiny_onnx(tmp_path / "s.onnx", "int8", batch=4)
     req = prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), "10.3.0", dla_core=0)
-    assert req.batch == (4, 4, 4)
+    assert req.batch == (4, 4, 4) and not req.dynamic
     with pytest.raises(LayoverError, match="fixed batch of 4"):
         prepare_build(path, tmp_path / "e", "int8", get_target("orin-agx"), "10.3.0", batch=(1, 4, 8))
 
@@ -180,3 +218,32 @@ def test_build_and_run_engine(tmp_path):
     np.testing.assert_allclose(backend.predict(x), 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True)))
                                .repeat(2, 1), atol=1e-5)
     assert (tmp_path / "tc").is_file()
+
+
+@needs_trt
+def test_static_batch_engine_tags_one_frame_at_a_time(tmp_path):
+    """A fixed-batch-4 engine (the DLA export) takes one camera frame: run pads it to 4 and drops the padding."""
+    import tensorrt as trt
+
+    from layover_edge.core.cuda import CudaDevice
+    from layover_edge.export.build import build_engine
+    cc = CudaDevice().compute_capability
+    target = next(t for t in TARGETS.values() if t.compute_capability == cc)
+    req = prepare_build(tiny_onnx(tmp_path / "s.onnx", batch=4), tmp_path / "s.engine", "fp32", target,
+                        trt.__version__)
+    build_engine(req)
+    backend = open_backend(tmp_path / "s.engine")
+    assert backend.batch_range == (4, 4)
+    x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    want = 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True))).repeat(2, 1)
+    np.testing.assert_allclose(backend.predict(x[:1]), want[:1], atol=1e-5)
+    np.testing.assert_allclose(backend.predict(x), want, atol=1e-5)
+
+
+def test_build_dla_says_what_runs_on_the_gpu(tmp_path, capsys):
+    from layover_edge.cli import main
+    path = tiny_onnx(tmp_path / "q.onnx", "int8", batch=4)
+    assert main(["build", str(path), "--precision", "int8", "--target", "orin-agx", "--dla-core", "0",
+                 "--trtexec-only"]) == 0
+    out, err = capsys.readouterr()
+    assert "--useDLACore=0" in out and "FP32 head (3 ONNX nodes)" in err and "run on the GPU" in err

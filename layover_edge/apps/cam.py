@@ -19,6 +19,7 @@ from PIL import Image
 
 from layover_edge.core.config import ModelConfig
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.images import open_rgb
 from layover_edge.core.io import save_figure
 from layover_edge.data.loading import build_transform
 from layover_edge.models import LayoverModel, resolve_config, stage_modules, tap_layout
@@ -95,9 +96,8 @@ def cam_figure(checkpoint: str | Path, images: list[str], class_name: str, out: 
     loaded = []
     for path in images:
         try:
-            with Image.open(path) as im:
-                loaded.append(im.convert("RGB"))
-        except OSError as e:
+            loaded.append(open_rgb(path))
+        except (OSError, ValueError) as e:
             raise LayoverError(f"cannot read image {path}: {e}") from None
     png = save_cam_grid(model, cfg, loaded, cfg.labels.index(class_name), out, titles=[Path(p).name for p in images])
     return {"png": str(png), "class": class_name, "images": list(images),

@@ -2,7 +2,9 @@
 video input, each with its version or the reason it is missing, and what it unlocks.
 
 Meant as the first command after installing on a Jetson: every later verb needs one of these,
-and an import error three steps into a build is a worse place to learn it.
+and an import error three steps into a build is a worse place to learn it. It imports no torch unless
+torch is installed: the device install (``pip install ".[device]"``) has none, and finds the GPU
+through cuda-python instead.
 """
 from __future__ import annotations
 
@@ -14,8 +16,6 @@ import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
 
 
 @dataclass(frozen=True)
@@ -57,28 +57,65 @@ def jetson_model() -> str | None:
     return f"{name}, {release.read_text(errors='replace').splitlines()[0].lstrip('# ').strip()}"
 
 
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def _gpu() -> Check:
     from layover_edge.export.targets import TARGETS
-    enables = "PyTorch inference on the GPU (fp16/bf16, CUDA graphs), engine builds"
-    if not torch.cuda.is_available():
-        return Check("CUDA GPU", False, f"none visible to torch {torch.__version__} (CPU only)", enables)
-    major, minor = torch.cuda.get_device_capability()
-    matching = [t.name for t in TARGETS.values() if t.compute_capability == f"{major}.{minor}"]
-    detail = f"{torch.cuda.get_device_name()}, sm_{major}{minor}, CUDA {torch.version.cuda}"
+    enables = "engine builds, TensorRT and GPU inference (PyTorch fp16/bf16, CUDA graphs where torch is installed)"
+    torch = _torch()
+    if torch is not None and torch.cuda.is_available():
+        cc, name, cuda = "{}.{}".format(*torch.cuda.get_device_capability()), torch.cuda.get_device_name(), \
+            f"CUDA {torch.version.cuda}"
+    else:
+        found = _cuda_python_gpu()
+        if isinstance(found, str):
+            return Check("CUDA GPU", False, found, enables)
+        cc, name, cuda = found
+    matching = [t.name for t in TARGETS.values() if t.compute_capability == cc]
+    detail = f"{name}, sm_{cc.replace('.', '')}, {cuda}"
     if matching:
         detail += f"; --target {' / '.join(matching)}"
     jetson = jetson_model()
     return Check("CUDA GPU", True, f"{detail}; {jetson}" if jetson else detail, enables)
 
 
+def _cuda_python_gpu() -> tuple[str, str, str] | str:
+    """(compute capability, name, driver CUDA) of GPU 0 through cuda-python, or why there is none."""
+    from layover_edge.core.cuda import CudaDevice, cudart, driver_version
+    from layover_edge.core.errors import LayoverError
+    torch = _torch()
+    rt = cudart()
+    if rt is None:
+        return (f"none visible to torch {torch.__version__}" if torch is not None else "no torch, no cuda-python") \
+            + " (pip install 'cuda-python>=12.6,<13' to look)"
+    try:
+        device = CudaDevice(0)
+    except LayoverError as e:
+        return str(e)
+    driver = driver_version(rt)
+    return device.compute_capability, device.name, f"driver CUDA {driver // 1000}.{driver % 1000 // 10}"
+
+
 def _cuda_binding() -> Check:
-    from layover_edge.core.cuda import cudart
+    from layover_edge.core.cuda import binding_mismatch, binding_version, cudart, driver_version
     enables = "the TensorRT runtime's device memory, streams and CUDA graphs"
-    if cudart() is not None:
-        return Check("CUDA Python binding", True, _version("cuda-python", "cuda-bindings"), enables)
+    rt = cudart()
+    if rt is not None:
+        version = binding_version() or "0"
+        why = binding_mismatch(driver_version(rt), version)
+        if why and driver_version(rt):  # a driver too old for these bindings: the JetPack 6 trap
+            return Check("CUDA Python binding", False, why, enables)
+        return Check("CUDA Python binding", True, f"cuda-python {version}" + (f" ({why})" if why else ""), enables)
     if importlib.util.find_spec("pycuda") is not None:
         return Check("CUDA Python binding", True, f"{_version('pycuda')} (no CUDA graphs)", enables)
-    return Check("CUDA Python binding", False, "neither cuda-python nor pycuda (pip install cuda-python)", enables)
+    return Check("CUDA Python binding", False, "neither cuda-python nor pycuda (pip install 'cuda-python>=12.6,<13' "
+                                               "on JetPack 6)", enables)
 
 
 def _library(component: str, path: str | None, symbol: str, enables: str, hint: str) -> Check:
@@ -94,12 +131,16 @@ def _library(component: str, path: str | None, symbol: str, enables: str, hint: 
 
 
 def run_checks(kernels_lib: str | None = None, plugins_lib: str | None = None) -> list[Check]:
-    checks = [Check("Python / PyTorch", True, f"Python {platform.python_version()}, torch {torch.__version__}, "
-                                              f"{platform.machine()}", "training, eval, export, tagging on CPU"),
+    torch = _torch()
+    checks = [Check("Python", True, f"Python {platform.python_version()}, {platform.machine()}",
+                    "doctor, build, tag and parity with ONNX Runtime and TensorRT (the device install)"),
+              Check("PyTorch", torch is not None, torch.__version__ if torch is not None else
+                    "not installed (the device install needs none; training and export do: .[train])",
+                    "training, eval, export, the PyTorch backend"),
               _gpu()]
     triton, _ = _module("Triton", "triton", "triton", "the fused branch as Triton kernels (else PyTorch ops)",
                         "pip install 'layover-edge[triton]'")
-    if triton.ok and not torch.cuda.is_available():
+    if triton.ok and not (torch is not None and torch.cuda.is_available()):
         triton = Check(triton.component, True, f"{triton.detail} (runs on a CUDA GPU; here the PyTorch reference)",
                        triton.enables)
     checks.append(triton)

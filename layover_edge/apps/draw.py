@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import atomic_path
+from layover_edge.core.io import atomic_path, make_dir
 
 from .sources import cv2_module
 
@@ -42,8 +42,7 @@ class Drawer:
     ``<name>.mp4``. Names are made unique within a run. Close it (or use ``with``) to finish videos."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = make_dir(folder)
         self.used: set[str] = set()
         self.stack = ExitStack()
         self.videos: dict[str, object] = {}

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
 
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.images import open_rgb
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265"})
@@ -111,11 +111,17 @@ class Source(ABC):
         pass
 
 
+def decode_image(file, max_pixels: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image file or file object, decoded by PIL as training reads it.
+    An image larger than ``max_pixels`` (default: the LAYOVER_MAX_PIXELS limit) is refused from its
+    header, before the pixels are decoded."""
+    return np.array(open_rgb(file, max_pixels))
+
+
 def read_image(path: str) -> Frame:
     try:
-        with Image.open(path) as im:
-            return Frame(path, 0, np.array(im.convert("RGB")))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        return Frame(path, 0, decode_image(path))
+    except (OSError, ValueError) as e:
         return Frame(path, 0, None, f"not a readable image: {e}")
 
 
@@ -219,9 +225,12 @@ def rtsp_source(spec: str, o: CaptureOptions) -> Source:
 
 
 def file_paths(spec: str) -> tuple[list[str], str | None]:
-    """The files a path, folder or glob names (sorted), or why it names none."""
+    """The files a path, folder or glob names (sorted), or why it names none. A folder yields its
+    images and those of its sub-folders, as the folder data set reads them (hidden ones left out)."""
     if os.path.isdir(spec):
-        paths = sorted(str(p) for p in Path(spec).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        root = Path(spec)
+        paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
         return paths, None if paths else f"folder {spec} has no image files ({', '.join(sorted(IMAGE_EXTS))})"
     if os.path.exists(spec):
         return [spec], None

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from layover_edge.core.config import Preprocess
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 from layover_edge.core.tables import format_table
-from layover_edge.data.loading import build_transform
+from layover_edge.data.pixels import to_batch
 from layover_edge.runtime.base import Backend
 
 from .draw import Drawer, Tags, annotate
@@ -33,17 +32,15 @@ from .sources import Capture, CaptureOptions, Frame, Source, open_sources
 
 
 class Preprocessor:
-    """The training transform (``build_transform``: square resize, to float, normalise) applied to
-    RGB uint8 frames, whether they came from PIL or OpenCV: one implementation, so tags on the
-    device match the validation numbers."""
+    """The training transform (square resize, to float, normalise) applied to RGB uint8 frames, whether
+    they came from PIL or OpenCV, in numpy and Pillow (data/pixels.py: within 2 uint8 levels of
+    torchvision's), so tagging needs no torch on the device."""
 
     def __init__(self, preprocess: Preprocess):
-        # build_transform reads only image_size, mean, std and interpolation, which Preprocess has.
-        self.transform = build_transform(preprocess)
+        self.preprocess = preprocess
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():  # torch wants writable arrays; PIL's and a caller's may be read-only
-            return torch.stack([self.transform(im if im.flags.writeable else im.copy()) for im in images]).numpy()
+        return to_batch(images, self.preprocess)
 
 
 def select_tags(probs: np.ndarray, labels: list[str], thresholds: np.ndarray, topk: int = 0) -> list[Tags]:
@@ -57,6 +54,11 @@ def select_tags(probs: np.ndarray, labels: list[str], thresholds: np.ndarray, to
             hits = hits[:topk]
         out.append([(labels[k], float(row[k])) for k in hits])
     return out
+
+
+def label_records(tags: Tags) -> list[dict]:
+    """The ``labels`` of a frame's JSON line."""
+    return [{"label": name, "score": round(score, 4)} for name, score in tags]
 
 
 @dataclass
@@ -164,8 +166,7 @@ class Tagger:
             self.summary.alpha_sum += float(alpha.sum())
             self.summary.alpha_frames += len(alpha)
         for f, tags in zip(good, select_tags(probs, self.backend.info.labels, self.thresholds, self.topk)):
-            self.write({"source": f.source, "frame": f.index,
-                        "labels": [{"label": name, "score": round(score, 4)} for name, score in tags]})
+            self.write({"source": f.source, "frame": f.index, "labels": label_records(tags)})
             self.summary.frames += 1
             self.summary.tags += len(tags)
             self.summary.per_label.update(name for name, _ in tags)
@@ -179,24 +180,53 @@ class Tagger:
             self.drawer.image(f.source, annotate(f.image, tags))
 
 
+class JsonLines:
+    """One JSON line per record: to stdout (``-``) or a pipe or device, flushed per record, or to a
+    file that appears under its name when ``stack`` closes. ``failed``
+    says whether writing the output itself failed (then it may end mid-line)."""
+
+    def __init__(self, jsonl: str | Path, stack: ExitStack):
+        self.name = "stdout" if str(jsonl) == "-" else str(jsonl)
+        path = Path(jsonl)
+        self.streamed = str(jsonl) == "-" or (path.exists() and not path.is_file() and not path.is_dir())
+        if str(jsonl) == "-":
+            self.stream = sys.stdout
+        else:  # a device or FIFO is opened as it is: an atomic rename would replace it with a file
+            self.stream = stack.enter_context(open(jsonl if self.streamed else stack.enter_context(atomic_path(jsonl)),
+                                                   "w"))
+        self.failed = False
+
+    def __call__(self, record: dict) -> None:
+        try:
+            self.stream.write(json.dumps(record) + "\n")
+            if self.streamed:
+                self.stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
+        except OSError as e:  # a full disk behind the output, a closed pipe: say which output
+            self.failed = True
+            raise OSError(e.errno, e.strerror, e.filename or self.name) from None
+
+
 def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str | Path | None = None,
         threshold: float | None = None, topk: int = 0, batch_size: int = 8,
         capture: CaptureOptions | None = None, progress: bool = True) -> dict:
     """Tag every frame of ``sources`` (files, globs, folders, videos, cameras, streams): one JSON
-    line per frame to ``jsonl`` (``-`` is stdout, flushed per frame; a file appears complete, under
-    its name, at the end), drawn frames into ``save``. Returns the summary."""
-    to_stdout = str(jsonl) == "-"
+    line per frame to ``jsonl`` (``JsonLines``: a file appears under its name at the end, holding
+    every frame tagged, also when a later frame fails: the failure is raised after it is written),
+    drawn frames into ``save``. Returns the summary."""
     opened = open_sources(list(sources), capture)
+    failure: Exception | None = None
     with ExitStack() as stack:
-        stream = sys.stdout if to_stdout else stack.enter_context(open(stack.enter_context(atomic_path(jsonl)), "w"))
-
-        def write(record: dict) -> None:
-            stream.write(json.dumps(record) + "\n")
-            if to_stdout:
-                stream.flush()  # downstream readers (jq, a pipe) see each frame as it is tagged
-
-        drawer = Drawer(save) if save else None
-        summary = Tagger(backend, write, threshold, topk, batch_size, drawer, progress).run(opened).to_dict()
+        write = JsonLines(jsonl, stack)
+        tagger = Tagger(backend, write, threshold, topk, batch_size, None, progress)
+        try:
+            tagger.drawer = Drawer(save) if save else None
+            summary = tagger.run(opened).to_dict()
+        except Exception as e:
+            if write.failed:  # the output itself failed: it may end mid-line, so publish nothing (the old file stays)
+                raise
+            failure = e  # keep what was tagged: the file is completed with those lines, then e is raised
+    if failure is not None:
+        raise failure
     return summary | {"backend": backend.metadata()}
 
 

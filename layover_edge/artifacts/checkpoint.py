@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from layover_edge.core.config import ModelConfig
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import atomic_dir, read_json, write_json
+from layover_edge.core.io import atomic_dir, read_json, safetensors_bytes, write_json
 
 FORMAT = "layover-edge/checkpoint/1"
 HEAD, BACKBONE = "head.safetensors", "backbone.safetensors"
@@ -24,13 +24,12 @@ HEAD, BACKBONE = "head.safetensors", "backbone.safetensors"
 def write_checkpoint(path: str | Path, cfg: ModelConfig, head: Mapping[str, Any],
                      backbone: Mapping[str, Any] | None = None, extra: dict | None = None) -> Path:
     """Write the tensors (name -> CPU tensor) and config.json as one atomic directory."""
-    from safetensors.torch import save_file
     path = Path(path)
     with atomic_dir(path) as tmp:
         meta = {"format": FORMAT}
-        save_file(dict(head), str(tmp / HEAD), metadata=meta)
+        (tmp / HEAD).write_bytes(safetensors_bytes(dict(head), meta))
         if backbone is not None:
-            save_file(dict(backbone), str(tmp / BACKBONE), metadata=meta)
+            (tmp / BACKBONE).write_bytes(safetensors_bytes(dict(backbone), meta))
         doc = {"format": FORMAT, "model": cfg.to_dict(), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
     return path
@@ -43,7 +42,10 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
     if not cfg_file.is_file():
         raise LayoverError(f"{path} is not a layover-edge checkpoint (no config.json)")
     doc = read_json(cfg_file, FORMAT)
-    return ModelConfig.from_dict(doc["model"]), doc
+    try:
+        return ModelConfig.from_dict(doc.get("model")), doc
+    except LayoverError as e:  # wrong types or ranges: name the file, never build from it
+        raise LayoverError(f"{cfg_file}: {e}") from None
 
 
 def read_tensors(path: str | Path, name: str, expected: Mapping[str, Any], what: str) -> dict:

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from layover_edge.core.config import ModelConfig, Preprocess
+from layover_edge.core.config import ModelConfig, Preprocess, check_labels
+from layover_edge.core.errors import LayoverError
 
 # The keys of ONNX metadata and sidecars that describe the model (beyond labels and preprocessing).
 DESCRIPTION_KEYS = ("method", "backbone", "form", "precision")
@@ -31,8 +32,17 @@ class ModelInfo:
                    extra={"method": cfg.method, "backbone": cfg.backbone})
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, Any]) -> "ModelInfo":
-        """From ONNX metadata or an engine sidecar (they share these keys)."""
-        pre = Preprocess(int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"]), meta["interpolation"])
+    def from_metadata(cls, meta: dict[str, Any], source: str = "model") -> "ModelInfo":
+        """From ONNX metadata or an engine sidecar (they share these keys); LayoverError naming
+        ``source`` when a key is missing or a value is not what the runtime can use."""
+        missing = [k for k in ("labels", "image_size", "mean", "std", "interpolation") if k not in meta]
+        if missing:
+            raise LayoverError(f"{source}: its metadata lacks {missing}")
+        try:
+            mean, std = (tuple(v) if isinstance(v, list) else v for v in (meta["mean"], meta["std"]))
+            pre = Preprocess(meta["image_size"], mean, std, meta["interpolation"])
+            check_labels(meta["labels"], meta.get("thresholds"), len(meta["labels"]))
+        except (LayoverError, TypeError) as e:
+            raise LayoverError(f"{source}: unusable metadata: {e}") from None
         return cls(labels=list(meta["labels"]), thresholds=meta.get("thresholds"), preprocess=pre,
                    extra={k: meta[k] for k in DESCRIPTION_KEYS if k in meta})

@@ -45,3 +45,18 @@ def get_metadata(proto, source: str | Path = "model") -> dict[str, Any]:
         raise LayoverError(f"{source} carries no layover-edge metadata (labels, preprocessing): "
                            f"export it with `layover-edge export`")
     return meta
+
+
+def check_onnx(path: str | Path) -> None:
+    """onnx.checker on a file (full check for standard-op graphs); one LayoverError naming the problem."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise LayoverError(f"ONNX file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        custom = any(n.domain not in ("", "ai.onnx") for n in proto.graph.node)
+        onnx.checker.check_model(str(path), full_check=not custom)
+    except Exception as e:  # DecodeError, ValidationError, InferenceError: all mean "not a valid model"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LayoverError(f"{path} fails the ONNX checker: {first}") from None

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
+from typing import Any, Callable
 
-from layover_edge.core.config import METHODS, MIXES, RS_VARIANTS, ModelConfig, TrainConfig
+from layover_edge.core import checks
+from layover_edge.core.config import METHODS, MIXES, RS_VARIANTS, ModelConfig, TrainConfig, check_device
+from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import json_safe
 from layover_edge.data.spec import DATASETS, DataSpec
 
@@ -20,6 +24,33 @@ MIX_HELP = ("how the RM branch meets the pre-logits z: residual, z + α·(W_rs·
             "whose gate closes (RM = LP) on backbones with ReLU pre-logits (default: %(default)s)")
 
 
+def arg_type(check: Callable[[Any], Any], cast: Callable[[str], Any] = int, kind: str = "an integer"):
+    """An argparse ``type``: ``cast`` the text, then the library's own range ``check``, so a value the
+    library would refuse is refused at parse time with one line naming the option."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        try:
+            return check(value)
+        except LayoverError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = getattr(check, "__name__", "value")  # argparse names the type in some messages
+    return parse
+
+
+POSITIVE = arg_type(checks.positive_int)
+NONNEGATIVE = arg_type(checks.nonnegative_int)
+INTEGER = arg_type(checks.integer)
+POSITIVE_NUMBER = arg_type(checks.positive_number, float, "a number")
+NONNEGATIVE_NUMBER = arg_type(checks.nonnegative_number, float, "a number")
+NUMBER = arg_type(checks.number, float, "a number")
+PROBABILITY = arg_type(checks.probability, float, "a number")
+PERCENT = arg_type(partial(checks.number, low=0, high=100), float, "a number")
+DEVICE = arg_type(check_device, str)
+
+
 def add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--backbone", required=True, help="timm model name, e.g. resnetv2_50x3_bit.goog_in21k")
@@ -28,13 +59,13 @@ def add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
         g.add_argument("--method", choices=METHODS, default="rm",
                        help="lp: linear probe; rm: the Layover head; ft: fine-tune everything; concat: the one-tap "
                             "baseline, a linear head on z and the standardised pooled tap (default: %(default)s)")
-        g.add_argument("--tap", type=int, default=1,
+        g.add_argument("--tap", type=POSITIVE, default=1,
                        help="stage whose output feeds the RM branch, the paper's @k (default: %(default)s)")
         g.add_argument("--rs", choices=RS_VARIANTS, default="linear",
                        help="representation summarisation: linear (pool, Linear) or pool1d "
                             "(the paper's eq. 3, parameter-free) (default: %(default)s)")
         g.add_argument("--mix", choices=MIXES, default=MIXES[0], help=MIX_HELP)
-    g.add_argument("--image-size", type=int, default=None,
+    g.add_argument("--image-size", type=POSITIVE, default=None,
                    help="input resolution in pixels (default: the backbone's pretrained config)")
 
 
@@ -62,21 +93,21 @@ def add_data_args(p: argparse.ArgumentParser, splits: bool = True) -> None:
     g.add_argument("--missing", choices=("error", "skip"), default=D.missing,
                    help="listed images whose file does not exist: stop with an error, or skip and list them "
                         "with the unreadable ones (default: %(default)s)")
-    g.add_argument("--train-size", type=int, default=D.train_size,
+    g.add_argument("--train-size", type=POSITIVE, default=D.train_size,
                    help="synthetic: training images (default: %(default)s)")
-    g.add_argument("--val-size", type=int, default=D.val_size, help="synthetic: validation images (default: %(default)s)")
-    g.add_argument("--num-classes", type=int, default=D.num_classes, help="synthetic: number of classes (default: %(default)s)")
-    g.add_argument("--data-image-size", type=int, default=D.data_image_size,
+    g.add_argument("--val-size", type=POSITIVE, default=D.val_size, help="synthetic: validation images (default: %(default)s)")
+    g.add_argument("--num-classes", type=POSITIVE, default=D.num_classes, help="synthetic: number of classes (default: %(default)s)")
+    g.add_argument("--data-image-size", type=POSITIVE, default=D.data_image_size,
                    help="synthetic: side of the generated images in pixels (default: %(default)s)")
-    g.add_argument("--data-seed", type=int, default=D.data_seed, help="synthetic: generator seed (default: %(default)s)")
+    g.add_argument("--data-seed", type=INTEGER, default=D.data_seed, help="synthetic: generator seed (default: %(default)s)")
 
 
 def add_transform_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transform (default: the backbone's timm pretrained config, at the paper's 448 px "
                              "for BiT)")
-    g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+    g.add_argument("--mean", type=NUMBER, nargs=3, default=None, metavar=("R", "G", "B"),
                    help="normalisation mean, e.g. 0.485 0.456 0.406 (ImageNet, as the official code used)")
-    g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+    g.add_argument("--std", type=POSITIVE_NUMBER, nargs=3, default=None, metavar=("R", "G", "B"),
                    help="normalisation std, e.g. 0.229 0.224 0.225")
     g.add_argument("--interpolation", choices=("bilinear", "bicubic", "nearest"), default=None,
                    help="resize interpolation (default: the pretrained config's)")
@@ -84,9 +115,10 @@ def add_transform_args(p: argparse.ArgumentParser) -> None:
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    g.add_argument("--batch-size", type=int, default=T.batch_size, help="batch size (default: %(default)s)")
-    g.add_argument("--workers", type=int, default=T.num_workers, help="data loader worker processes (default: %(default)s)")
+    g.add_argument("--device", type=DEVICE, default="auto",
+                   help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--batch-size", type=POSITIVE, default=T.batch_size, help="batch size (default: %(default)s)")
+    g.add_argument("--workers", type=NONNEGATIVE, default=T.num_workers, help="data loader worker processes (default: %(default)s)")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout instead of a table")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 

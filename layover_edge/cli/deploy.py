@@ -1,11 +1,13 @@
 """The deployment verbs: ``export``, ``build`` and ``parity``."""
 from __future__ import annotations
 
-from layover_edge.core.config import ExportConfig
+import sys
+
+from layover_edge.core.config import ExportConfig, ServeConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.export.targets import TARGETS
 
-from .common import emit
+from .common import NONNEGATIVE, NONNEGATIVE_NUMBER, PERCENT, POSITIVE, POSITIVE_NUMBER, emit
 
 E = ExportConfig()
 
@@ -13,7 +15,7 @@ E = ExportConfig()
 def cmd_export(args) -> int:
     from layover_edge.export.pipeline import export_all, export_text
     ec = ExportConfig(args.form, args.int8, args.fp16, args.calib_data, args.calib_size, args.calib_method, args.opset,
-                      args.static_batch)
+                      args.static_batch, args.triton_repo, args.triton_engine, args.triton_max_batch)
     rows = export_all(args.checkpoint, args.out, ec, args.data_root, progress=not args.quiet)
     emit(args, {"checkpoint": args.checkpoint, "files": rows}, export_text(args.checkpoint, rows))
     return 0
@@ -24,6 +26,8 @@ def cmd_build(args) -> int:
     req = plan_engine(args.onnx, args.precision, args.target, args.out, args.min_batch, args.opt_batch, args.max_batch,
                       args.workspace_gb, args.plugins or [], args.timing_cache, args.dla_core, args.trt_version)
     command = req.trtexec()
+    if req.dla_note() and not args.json:
+        print(req.dla_note(), file=sys.stderr)
     if args.trtexec_only:
         emit(args, {"trtexec": command, "tensorrt": req.trt_version, "mode": vars(req.mode)}, command)
         return 0
@@ -56,9 +60,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--form", nargs="+", choices=("portable", "plugin"), default=None,
                    help="ONNX forms to write (default: both; portable only for LP and pool1d checkpoints)")
-    p.add_argument("--opset", type=int, default=E.opset, help="ONNX opset, ≥ 18 (default: %(default)s; INT8 graphs "
-                                                         "are raised to 19 by ModelOpt)")
-    p.add_argument("--static-batch", type=int, default=None,
+    p.add_argument("--opset", type=POSITIVE, default=E.opset,
+                   help="ONNX opset, ≥ 18 (default: %(default)s; INT8 graphs are raised to 19 by ModelOpt)")
+    p.add_argument("--static-batch", type=POSITIVE, default=None,
                    help="fix the batch dimension to this size instead of a dynamic axis (e.g. for DLA)")
     g = p.add_argument_group("reduced precision (NVIDIA ModelOpt, on CPU)")
     g.add_argument("--int8", action="store_true", help="also write the explicitly quantized Q/DQ INT8 graph")
@@ -66,11 +70,21 @@ def add_parsers(sub) -> None:
     g.add_argument("--calib-data", default=None,
                    help="INT8 calibration images: NAME:SPLIT[:key=value,...] through the data API "
                         "(e.g. synthetic:train) or a .npy of preprocessed (N, 3, S, S) images")
-    g.add_argument("--calib-size", type=int, default=E.calib_size,
+    g.add_argument("--calib-size", type=POSITIVE, default=E.calib_size,
                    help="calibration images (default: %(default)s; a warning below 300, an error below 32)")
     g.add_argument("--calib-method", choices=("max", "entropy"), default=E.calib_method,
                    help="activation range calibration (default: %(default)s)")
     g.add_argument("--data-root", default=None, help="data set directory, for data sets read from disk")
+    g = p.add_argument_group("Triton Inference Server model repository")
+    g.add_argument("--triton-repo", default=None, metavar="DIR",
+                   help="also write DIR/tagger_onnx (ONNX Runtime backend, the portable graph): config.pbtxt, "
+                        "labels.txt, 1/model.onnx")
+    g.add_argument("--triton-engine", default=None, metavar="ENGINE",
+                   help="add DIR/tagger_trt (TensorRT backend) with this engine, built by `layover-edge build` "
+                        "for the GPU and TensorRT of the Triton release that will serve it")
+    g.add_argument("--triton-max-batch", type=int, default=None,
+                   help="max_batch_size of tagger_onnx (default: the engine profile's maximum, else %d); "
+                        "tagger_trt always takes its engine's" % ServeConfig.max_batch)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_export)
@@ -85,16 +99,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--target", choices=sorted(TARGETS), required=True,
                    help="target device profile: compute capability, batch profile, workspace, DLA")
     p.add_argument("--out", default=None, help="engine path (default: ONNX.PRECISION.TARGET.engine)")
-    p.add_argument("--min-batch", type=int, default=1, help="optimisation profile minimum batch (default: 1)")
-    p.add_argument("--opt-batch", type=int, default=None, help="batch the kernels are tuned for (default: the target's; --max-batch if only that is given)")
-    p.add_argument("--max-batch", type=int, default=None,
+    p.add_argument("--min-batch", type=POSITIVE, default=1, help="optimisation profile minimum batch (default: 1)")
+    p.add_argument("--opt-batch", type=POSITIVE, default=None, help="batch the kernels are tuned for (default: the target's; --max-batch if only that is given)")
+    p.add_argument("--max-batch", type=POSITIVE, default=None,
                    help="largest batch the engine accepts; setting it replaces the target's profile "
                         "(default: the target's, or the ONNX file's fixed batch)")
-    p.add_argument("--workspace-gb", type=float, default=None, help="builder workspace limit in GiB (default: target's)")
+    p.add_argument("--workspace-gb", type=POSITIVE_NUMBER, default=None, help="builder workspace limit in GiB (default: target's)")
     p.add_argument("--timing-cache", default=None, help="timing cache file, read if present and updated after the build")
     p.add_argument("--plugins", nargs="+", default=None,
                    help="plugin libraries to load (liblayover_plugins.so for model.plugin.onnx)")
-    p.add_argument("--dla-core", type=int, default=None, help="run on this DLA core with GPU fallback (Jetson NX/AGX)")
+    p.add_argument("--dla-core", type=NONNEGATIVE, default=None, help="run on this DLA core with GPU fallback (Jetson NX/AGX)")
     p.add_argument("--trt-version", default=None,
                    help="TensorRT version for the trtexec command when TensorRT is not installed "
                         "(default: the target's, e.g. 10.3 on JetPack 6)")
@@ -114,13 +128,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--against", required=True, help="candidate: an .onnx file or a TensorRT .engine")
     p.add_argument("--data", required=True, help="data split NAME:SPLIT[:key=value,...], e.g. synthetic:val")
     p.add_argument("--data-root", default=None, help="data set directory, for data sets read from disk")
-    p.add_argument("--size", type=int, default=None, help="use at most this many images (synthetic default: 500)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    p.add_argument("--size", type=POSITIVE, default=None, help="use at most this many images (synthetic default: 500)")
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="batch size (default: %(default)s)")
     p.add_argument("--out", default=None, help="report directory (default: beside the candidate)")
-    p.add_argument("--max-logit-error", type=float, default=None, help="gate: max |Δlogit| (FP32 default 1e-3)")
-    p.add_argument("--max-map-drop", type=float, default=None,
+    p.add_argument("--max-logit-error", type=NONNEGATIVE_NUMBER, default=None, help="gate: max |Δlogit| (FP32 default 1e-3)")
+    p.add_argument("--max-map-drop", type=NONNEGATIVE_NUMBER, default=None,
                    help="gate: mAP drop in points (defaults FP16 0.2, INT8 1.0)")
-    p.add_argument("--min-agreement", type=float, default=None,
+    p.add_argument("--min-agreement", type=PERCENT, default=None,
                    help="gate: tag agreement at the thresholds in percent (INT8 default 97)")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT candidate: replay CUDA graphs")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the report")

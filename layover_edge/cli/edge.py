@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
-from layover_edge.core.errors import LayoverError
+from layover_edge.core import checks
+from layover_edge.core.errors import EXIT_INTERRUPTED, LayoverError
 from layover_edge.core.io import json_safe
 
-from .common import emit
+from .common import DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY, arg_type, emit
+
+FLIP = arg_type(partial(checks.integer, low=0, high=7))  # nvvidconv's flip-method values
 
 
 def add_parsers(sub) -> None:
@@ -50,35 +54,38 @@ def add_tag_parser(sub) -> None:
                     '({"source", "frame", "labels": [{"label", "score"}]}; unreadable inputs get an "error" '
                     "line and are skipped). SOURCE is an image, a quoted glob ('shots/*.jpg'), a folder, a video "
                     "file, a camera (/dev/video0, v4l2:///dev/video0), a Jetson CSI camera (csi://0) or an RTSP "
-                    "URL (rtsp://host:8554/path), as in jetson-inference. Ctrl-C stops cleanly. Exits non-zero "
-                    "only when nothing could be processed.")
+                    "URL (rtsp://host:8554/path), as in jetson-inference. A folder is read with its sub-folders. "
+                    "Ctrl-C stops cleanly (exit status 130). Exits non-zero when nothing could be processed, "
+                    "or when the run failed, after writing what it had tagged.")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="what to tag; several may be given")
     p.add_argument("--model", required=True,
                    help="checkpoint directory (PyTorch), .onnx file (ONNX Runtime) or .engine/.plan (TensorRT)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=PROBABILITY, default=None,
                    help="one probability threshold for every class (default: the model's per-class "
                         "thresholds, else 0.5)")
-    p.add_argument("--topk", type=int, default=0,
+    p.add_argument("--topk", type=NONNEGATIVE, default=0,
                    help="keep at most K tags per frame, highest first; 0 keeps all above threshold (default: 0)")
-    p.add_argument("--batch-size", type=int, default=8,
+    p.add_argument("--batch-size", type=POSITIVE, default=8,
                    help="frames per inference for files, folders and video files; cameras and streams run "
                         "one frame at a time (default: %(default)s)")
     p.add_argument("--jsonl", default="-",
-                   help="write the per-frame JSON lines to this file (written completely or not at all) "
-                        "instead of stdout; '-' is stdout (default: -)")
+                   help="write the per-frame JSON lines to this file instead of stdout: it appears under its "
+                        "name at the end, with every frame tagged (also when a later frame fails); '-' is "
+                        "stdout, and a pipe or device is written line by line (default: -)")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also write the frames with their tags drawn: DIR/<image>.jpg, DIR/<video>.mp4")
     g = p.add_argument_group("backend")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--device", type=DEVICE, default="auto",
+                   help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     g.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="PyTorch checkpoints only: inference precision; fp16/bf16 need CUDA (default: %(default)s)")
     g.add_argument("--mode", choices=("eager", "graph", "compile"), default="eager",
                    help="PyTorch checkpoints only: eager, CUDA graphs (CUDA) or torch.compile (default: %(default)s)")
     g = p.add_argument_group("camera and stream")
-    g.add_argument("--width", type=int, default=1280, help="capture width for cameras (default: %(default)s)")
-    g.add_argument("--height", type=int, default=720, help="capture height for cameras (default: %(default)s)")
-    g.add_argument("--framerate", type=int, default=30, help="capture frame rate for cameras (default: %(default)s)")
-    g.add_argument("--flip", type=int, default=0, help="CSI nvvidconv flip-method, 0-7 (default: %(default)s)")
+    g.add_argument("--width", type=POSITIVE, default=1280, help="capture width for cameras (default: %(default)s)")
+    g.add_argument("--height", type=POSITIVE, default=720, help="capture height for cameras (default: %(default)s)")
+    g.add_argument("--framerate", type=POSITIVE, default=30, help="capture frame rate for cameras (default: %(default)s)")
+    g.add_argument("--flip", type=FLIP, default=0, help="CSI nvvidconv flip-method, 0-7 (default: %(default)s)")
     g.add_argument("--codec", choices=("h264", "h265"), default="h264", help="RTSP stream codec (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON instead of a table "
                    "(on stderr when the JSON lines go to stdout)")
@@ -87,17 +94,21 @@ def add_tag_parser(sub) -> None:
 
 
 def cmd_tag(args) -> int:
-    from layover_edge.apps.sources import CaptureOptions
-    from layover_edge.apps.tag import summary_text, tag
     from layover_edge.runtime.factory import open_model
     backend = open_model(args.model, args.device, args.precision, args.mode)
+    from layover_edge.apps.sources import CaptureOptions
+    from layover_edge.apps.tag import summary_text, tag
     summary = {"model": args.model} | tag(
         backend, args.sources, args.jsonl, args.save, args.threshold, args.topk, args.batch_size,
         CaptureOptions(args.width, args.height, args.framerate, args.flip, args.codec), not args.quiet)
     text = json.dumps(json_safe(summary), indent=2) if args.json else summary_text(summary, backend.info.labels)
     print(text, file=sys.stderr if args.jsonl == "-" else sys.stdout)  # stdout stays pure JSON lines
-    if summary["frames"] == 0 and not summary["interrupted"]:
-        raise LayoverError(f"nothing could be processed ({len(summary['unreadable'])} unreadable inputs)")
+    if summary["interrupted"]:
+        return EXIT_INTERRUPTED
+    if summary["frames"] == 0:
+        bad = summary["unreadable"]
+        raise LayoverError("nothing could be processed" + (f": {bad[0]['source']}: {bad[0]['reason']}" if bad else "")
+                           + (f" (and {len(bad) - 1} more unreadable inputs)" if len(bad) > 1 else ""))
     return 0
 
 
@@ -115,27 +126,29 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--backbone", default=d.backbone, help="timm model name (default: %(default)s)")
     p.add_argument("--weights", default=d.weights,
                    help="'none' (random, no download), 'pretrained' or a weights file (default: %(default)s)")
-    p.add_argument("--image-size", type=int, default=None, help="input pixels (default: the backbone's own)")
-    p.add_argument("--num-classes", type=int, default=d.num_classes, help="classes of the head (default: %(default)s)")
-    p.add_argument("--tap", type=int, default=d.tap, help="RM/FT tap, the paper's @k (default: %(default)s)")
+    p.add_argument("--image-size", type=POSITIVE, default=None, help="input pixels (default: the backbone's own)")
+    p.add_argument("--num-classes", type=POSITIVE, default=d.num_classes, help="classes of the head (default: %(default)s)")
+    p.add_argument("--tap", type=POSITIVE, default=d.tap, help="RM/FT tap, the paper's @k (default: %(default)s)")
     p.add_argument("--methods", nargs="+", choices=("lp", "rm", "ft"), default=list(d.methods),
                    help="methods to compare (default: lp rm ft)")
-    p.add_argument("--batches", type=int, nargs="+", default=list(d.batches), help="batch sizes (default: 1 8 32)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    p.add_argument("--batches", type=POSITIVE, nargs="+", default=list(d.batches), help="batch sizes (default: 1 8 32)")
+    p.add_argument("--device", type=DEVICE, default="auto",
+                   help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=None,
                    help="backends (default: every installed one)")
-    p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8"), default=None,
-                   help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32/int8 "
-                        "(default: fp32 + ONNX int8 on CPU, fp16 on CUDA)")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8", "int8-ort"), default=None,
+                   help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32, int8 (the TensorRT Q/DQ graph: "
+                        "accuracy emulation on the CPU) and int8-ort (ONNX Runtime's own INT8, the CPU speed path) "
+                        "(default: fp32 and both ONNX int8 forms on CPU, fp16 on CUDA)")
     p.add_argument("--modes", nargs="+", choices=TORCH_MODES, default=None,
                    help="PyTorch modes (default: eager on CPU; eager and graph on CUDA)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=d.iters, help="timed calls per model and batch (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=d.rounds,
+    p.add_argument("--warmup", type=NONNEGATIVE, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
+    p.add_argument("--iters", type=POSITIVE, default=d.iters, help="timed calls per model and batch (default: %(default)s)")
+    p.add_argument("--rounds", type=POSITIVE, default=d.rounds,
                    help="LP/RM/FT interleaving rounds the timed calls are split into (default: %(default)s)")
-    p.add_argument("--calib-images", type=int, default=d.calib_images,
+    p.add_argument("--calib-images", type=POSITIVE, default=d.calib_images,
                    help="synthetic images to calibrate ONNX INT8 with (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=POSITIVE, default=None,
                    help="CPU threads for PyTorch and ONNX Runtime (default: their own); pin it for comparable CPU runs")
     p.add_argument("--out", required=True, help="output folder: bench.json, bench.md, bench.png, models/")
     p.add_argument("--json", action="store_true", help="print bench.json instead of the table")

@@ -1,10 +1,21 @@
 """Verbs for the paper's experiments: paper (Tables 1-4) and cam (Figure 2)."""
 from __future__ import annotations
 
-
 from layover_edge.core.config import MIXES
 
-from .common import MIX_HELP, WEIGHTS_HELP, T, add_data_args, add_run_args, add_transform_args, dataset, emit
+from .common import (
+    DEVICE,
+    MIX_HELP,
+    NONNEGATIVE,
+    POSITIVE,
+    WEIGHTS_HELP,
+    T,
+    add_data_args,
+    add_run_args,
+    add_transform_args,
+    dataset,
+    emit,
+)
 
 
 def cmd_paper(args) -> int:
@@ -42,24 +53,24 @@ def add_parsers(sub) -> None:
                    help="timm model names, e.g. resnetv2_101x3_bit.goog_in21k swin_base_patch4_window12_384.ms_in22k")
     g.add_argument("--weights", nargs="+", default=["pretrained"], metavar="W",
                    help="one for all backbones, or one each: " + WEIGHTS_HELP.replace("%(default)s", "pretrained"))
-    g.add_argument("--taps", type=int, nargs="+", default=[1, 2, 3], help="RM taps @k (default: 1 2 3)")
+    g.add_argument("--taps", type=POSITIVE, nargs="+", default=[1, 2, 3], help="RM taps @k (default: 1 2 3)")
     g.add_argument("--mixes", nargs="+", choices=MIXES, default=list(MIXES), metavar="MIX",
                    help="RM at every tap in each of these mixes; the first is Table 1's RM and FT's. "
                         + MIX_HELP.replace(" (default: %(default)s)", "") + f" (default: {' '.join(MIXES)})")
     g.add_argument("--concat", action="store_true",
                    help="also the one-tap concat baseline (a linear head on z and the standardised pooled tap) "
                         "at every tap")
-    g.add_argument("--image-size", type=int, default=None,
+    g.add_argument("--image-size", type=POSITIVE, default=None,
                    help="input resolution (default: 448 for BiT, else the backbone's pretrained config)")
     add_data_args(p)
     add_transform_args(p)
     g = p.add_argument_group("training")
     g.add_argument("--out", required=True, help="output directory: tables.md, results.json, runs/, features/, PNGs")
-    g.add_argument("--epochs", type=int, default=T.epochs, help="LP and RM epochs (default: %(default)s)")
-    g.add_argument("--ft-epochs", type=int, default=T.epochs, help="FT epochs; 0 skips FT (default: %(default)s)")
+    g.add_argument("--epochs", type=POSITIVE, default=T.epochs, help="LP and RM epochs (default: %(default)s)")
+    g.add_argument("--ft-epochs", type=NONNEGATIVE, default=T.epochs, help="FT epochs; 0 skips FT (default: %(default)s)")
     g.add_argument("--seed", type=int, default=T.seed, help="seed for head init and shuffling (default: %(default)s)")
-    g.add_argument("--top-alpha", type=int, default=8, help="classes in Table 3 (default: %(default)s)")
-    g.add_argument("--gallery", type=int, default=12, help="hard instances in the gallery (default: %(default)s)")
+    g.add_argument("--top-alpha", type=POSITIVE, default=8, help="classes in Table 3 (default: %(default)s)")
+    g.add_argument("--gallery", type=NONNEGATIVE, default=12, help="hard instances in the gallery (default: %(default)s)")
     add_run_args(p)
     p.set_defaults(func=cmd_paper)
 
@@ -70,6 +81,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--image", dest="images", nargs="+", required=True, metavar="PATH", help="image file(s)")
     p.add_argument("--class", dest="class_name", required=True, help="class name whose score captions each row")
     p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    p.add_argument("--device", type=DEVICE, default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a line of text")
     p.set_defaults(func=cmd_cam)

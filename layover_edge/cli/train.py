@@ -7,7 +7,12 @@ from layover_edge.core.config import METHODS, MIXES, RS_VARIANTS, ModelConfig, T
 from layover_edge.training.thresholds import OBJECTIVES
 
 from .common import (
+    DEVICE,
     MIX_HELP,
+    NONNEGATIVE_NUMBER,
+    POSITIVE,
+    POSITIVE_NUMBER,
+    PROBABILITY,
     T,
     add_data_args,
     add_model_args,
@@ -37,11 +42,11 @@ def cmd_params(args) -> int:
 
 def cmd_features(args) -> int:
     from layover_edge.core import distributed
-    from layover_edge.core.device import resolve_device
-    from layover_edge.data.loading import skipped_text
-    from layover_edge.training.features import extract_features
     with distributed.session():
-        ds, split = dataset(args, "train"), split_name(args, "train")
+        ds, split = dataset(args, "train"), split_name(args, "train")  # bad label files fail before the imports
+        from layover_edge.core.device import resolve_device
+        from layover_edge.data.loading import skipped_text
+        from layover_edge.training.features import extract_features
         root = Path(args.cache) / split
         cache = extract_features(model_config(args, ds, method="lp"), ds, split, root, args.batch_size,
                                  str(resolve_device(args.device)), args.workers, progress=not args.quiet)
@@ -61,11 +66,12 @@ def train_config(args) -> TrainConfig:
 
 def cmd_train(args) -> int:
     from layover_edge.core import distributed
-    from layover_edge.training.run import train
     with distributed.session():
         train_ds, val_ds = dataset(args, "train"), dataset(args, "val")
+        from layover_edge.training.run import train
         cfg = model_config(args, train_ds, method=args.method, tap=args.tap, rs=args.rs, mix=args.mix)
-        done = train(cfg, train_config(args), train_ds, val_ds, args.out, args.cache, args.resume, not args.quiet)
+        done = train(cfg, train_config(args), train_ds, val_ds, args.out, args.cache, args.resume, not args.quiet,
+                     args.overwrite)
         if distributed.is_main():
             emit(args, done.summary, done.text)
     return 0
@@ -73,10 +79,10 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from layover_edge.core import distributed
-    from layover_edge.training.evaluate import evaluate, evaluation_text
     with distributed.session():
-        split = split_name(args, "val")
-        m = evaluate(args.checkpoint, dataset(args, "val"), args.threshold, args.batch_size, args.workers, args.device)
+        split, ds = split_name(args, "val"), dataset(args, "val")
+        from layover_edge.training.evaluate import evaluate, evaluation_text
+        m = evaluate(args.checkpoint, ds, args.threshold, args.batch_size, args.workers, args.device)
         if distributed.is_main():
             emit(args, m, evaluation_text(m, f"{args.checkpoint} on {args.data}/{split}", split))
     return 0
@@ -111,10 +117,10 @@ def add_parsers(sub) -> None:
                        description="Count parameters on the meta device: no weights are downloaded or allocated.")
     p.add_argument("--backbone", required=True, help="timm model name")
     p.add_argument("--method", choices=(*METHODS, "all"), default="all", help="method to count (default: %(default)s)")
-    p.add_argument("--tap", type=int, default=1, help="RM tap, the paper's @k (default: %(default)s)")
+    p.add_argument("--tap", type=POSITIVE, default=1, help="RM tap, the paper's @k (default: %(default)s)")
     p.add_argument("--rs", choices=RS_VARIANTS, default="linear", help="RS variant (default: %(default)s)")
     p.add_argument("--mix", choices=MIXES, default=MIXES[0], help=MIX_HELP)
-    p.add_argument("--num-classes", type=int, default=80, help="classes of the target task (default: %(default)s, COCO)")
+    p.add_argument("--num-classes", type=POSITIVE, default=80, help="classes of the target task (default: %(default)s, COCO)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_params)
 
@@ -136,14 +142,17 @@ def add_parsers(sub) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--out", required=True, help="run directory: best/ checkpoint, metrics.json, last.pt")
     g.add_argument("--cache", default=None, help="feature cache directory (default: OUT/features)")
-    g.add_argument("--epochs", type=int, default=T.epochs, help="epochs (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=T.lr, help="OneCycle max lr of the head (default: %(default)s)")
-    g.add_argument("--backbone-lr", type=float, default=T.backbone_lr,
+    g.add_argument("--epochs", type=POSITIVE, default=T.epochs, help="epochs (default: %(default)s)")
+    g.add_argument("--lr", type=POSITIVE_NUMBER, default=T.lr, help="OneCycle max lr of the head (default: %(default)s)")
+    g.add_argument("--backbone-lr", type=POSITIVE_NUMBER, default=T.backbone_lr,
                    help="OneCycle max lr of the backbone when fine-tuning (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=T.weight_decay, help="SGD weight decay (default: %(default)s)")
+    g.add_argument("--weight-decay", type=NONNEGATIVE_NUMBER, default=T.weight_decay, help="SGD weight decay (default: %(default)s)")
     g.add_argument("--seed", type=int, default=T.seed, help="seed for head init and shuffling (default: %(default)s)")
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run OUT already holds (its best/ checkpoint, thresholds included); without "
+                        "it, or --resume, such a folder is refused")
     add_run_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -152,7 +161,7 @@ def add_parsers(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint directory (config.json + safetensors)")
     add_data_args(p, splits=False)
     p.add_argument("--split", default=None, help="split to evaluate (default: the data set's validation split)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=PROBABILITY, default=None,
                    help="probability threshold for CP..OF1 (default: the checkpoint's per-class thresholds, else 0.5)")
     add_run_args(p)
     p.set_defaults(func=cmd_eval)
@@ -190,7 +199,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="wall-clock budget of the whole demo; FT's epochs are capped to what the rest leaves, "
                         "0 lifts the cap (default: 600 for the ImageNet demo, none for --toy and --quick)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    p.add_argument("--device", type=DEVICE, default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--json", action="store_true", help="print results.json instead of the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)

@@ -2,9 +2,11 @@
 paper's training recipe. The CLI's defaults and the Python API's are read from here."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from . import checks
 from .errors import LayoverError
 
 METHODS = ("lp", "rm", "ft", "concat")
@@ -16,6 +18,44 @@ RS_VARIANTS = ("linear", "pool1d")
 MIXES = ("residual", "paper")
 # What a checkpoint written before the mix existed used: the paper's form.
 LEGACY_MIX = "paper"
+# torchvision's InterpolationMode values, which build_transform takes
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# Images declaring more pixels than this are refused before decoding (a 97 KB PNG can declare
+# 10000 x 10000 and take a gigabyte); LAYOVER_MAX_PIXELS overrides it.
+MAX_PIXELS = 64_000_000
+
+
+def check_preprocess(image_size: Any, mean: Any, std: Any, interpolation: Any) -> None:
+    """LayoverError unless these describe a transform (None: not resolved yet, allowed)."""
+    if image_size is not None:
+        checks.positive_int(image_size, "image_size")
+    for name, values in (("mean", mean), ("std", std)):
+        if values is None:
+            continue
+        if not isinstance(values, (list, tuple)) or len(values) != 3:
+            raise LayoverError(f"{name} must be 3 numbers (R, G, B), got {values!r}")
+        for v in values:
+            checks.number(v, name, 0, low_open=name == "std")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise LayoverError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+
+
+def check_labels(labels: Any, thresholds: Any, num_classes: int) -> None:
+    """Distinct label names, one per class; thresholds None or one probability per class."""
+    if not isinstance(labels, list) or not all(isinstance(n, str) and n for n in labels):
+        raise LayoverError(f"labels must be a list of non-empty names, got {str(labels)[:80]}")
+    if labels and len(labels) != num_classes:
+        raise LayoverError(f"{len(labels)} label names for {num_classes} classes")
+    if len(set(labels)) != len(labels):
+        raise LayoverError(f"duplicate label names {sorted({n for n in labels if labels.count(n) > 1})}")
+    if thresholds is not None:
+        if not isinstance(thresholds, list):
+            raise LayoverError(f"thresholds must be a list of {num_classes} probabilities, got {str(thresholds)[:80]}")
+        if len(thresholds) != num_classes:
+            raise LayoverError(f"{len(thresholds)} thresholds for {num_classes} classes")
+        for t in thresholds:
+            checks.probability(t, "every threshold")
 
 
 @dataclass(frozen=True)
@@ -27,6 +67,9 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        check_preprocess(self.image_size, self.mean, self.std, self.interpolation)
 
 
 @dataclass
@@ -59,12 +102,15 @@ class ModelConfig:
             raise LayoverError(f"unknown RS variant {self.rs!r}; choose one of {RS_VARIANTS}")
         if self.mix not in MIXES:
             raise LayoverError(f"unknown mix {self.mix!r}; choose one of {MIXES}")
-        if self.labels and len(self.labels) != self.num_classes:
-            raise LayoverError(f"{len(self.labels)} label names for {self.num_classes} classes")
+        for name in ("backbone", "weights"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise LayoverError(f"{name} must be a name, got {getattr(self, name)!r}")
+        checks.positive_int(self.num_classes, "num_classes")
+        checks.positive_int(self.tap, "tap")
+        check_preprocess(self.image_size, self.mean, self.std, self.interpolation)
+        check_labels(self.labels, self.thresholds, self.num_classes)
         if not self.labels:
             self.labels = [f"class_{i}" for i in range(self.num_classes)]
-        if self.thresholds is not None and len(self.thresholds) != self.num_classes:
-            raise LayoverError(f"{len(self.thresholds)} thresholds for {self.num_classes} classes")
 
     @property
     def fused_branch(self) -> bool:
@@ -86,6 +132,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise LayoverError(f"the model config must be an object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -93,9 +141,12 @@ class ModelConfig:
         d = dict(d)
         d.setdefault("mix", LEGACY_MIX)  # written before the field existed: the paper's form it was
         for key in ("mean", "std"):
-            if d.get(key) is not None:
+            if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as e:  # a required key missing
+            raise LayoverError(f"incomplete model config: {e}") from None
 
 
 @dataclass
@@ -115,8 +166,27 @@ class TrainConfig:
     amp: bool = True                # autocast on CUDA only
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        checks.positive_int(self.epochs, "epochs")
+        checks.positive_int(self.batch_size, "batch_size")
+        checks.positive_number(self.lr, "lr")
+        checks.positive_number(self.backbone_lr, "backbone_lr")
+        checks.number(self.momentum, "momentum", 0, 1, high_open=True)
+        checks.nonnegative_number(self.weight_decay, "weight_decay")
+        checks.number(self.pct_start, "pct_start", 0, 1, low_open=True, high_open=True)
+        checks.nonnegative_number(self.grad_clip, "grad_clip")
+        checks.nonnegative_int(self.num_workers, "num_workers")
+        checks.integer(self.seed, "seed")
+        check_device(self.device)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_device(name: Any) -> str:
+    if not isinstance(name, str) or not DEVICE.fullmatch(name):
+        raise LayoverError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return name
 
 
 @dataclass
@@ -131,3 +201,30 @@ class ExportConfig:
     calib_method: str = "entropy"
     opset: int = 18                 # torch's dynamo exporter writes 18; its down-conversion to 17 fails
     static_batch: int | None = None  # fix the batch axis (DLA) instead of a dynamic one
+    triton_repo: str | None = None   # also write a Triton model repository here (export/triton_repo.py)
+    triton_engine: str | None = None  # ... with this TensorRT engine as a second model
+    triton_max_batch: int | None = None  # None: the engine profile's maximum, else ServeConfig.max_batch
+
+    def __post_init__(self) -> None:
+        checks.positive_int(self.calib_size, "calib_size")
+        checks.positive_int(self.opset, "opset")
+        for name in ("static_batch", "triton_max_batch"):
+            if getattr(self, name) is not None:
+                checks.positive_int(getattr(self, name), name)
+
+
+@dataclass
+class ServeConfig:
+    """How ``serve`` runs Triton (through PyTriton) and how a generated repository batches.
+    A port of 0 picks a free one."""
+
+    host: str = "127.0.0.1"         # loopback unless told otherwise
+    http_port: int = 8000           # Triton's own defaults
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 8              # images per model execution, gathered by Triton's dynamic batcher
+    max_queue_delay_us: int = 0     # Triton's default: batch what is queued, never wait for more
+    max_image_pixels: int = MAX_PIXELS  # decoding bound per image (192 MB of RGB); PIL's own bomb limit is 89 MP
+    threshold: float | None = None  # one threshold for every class instead of the model's
+    topk: int = 0
+    log_file: str | None = None     # tritonserver's log (default: layover-edge-serve-PID.log in the temp dir)

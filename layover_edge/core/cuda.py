@@ -4,6 +4,11 @@
 One small interface, so the backend does not care which library is present: ``malloc``,
 ``htod``/``dtoh`` (async on the device's stream), ``sync``, ``free`` and, with cuda-python only,
 CUDA graph capture/replay.
+
+cuda-python's major version is the CUDA major it needs from the driver (cuda-bindings "shares the
+same major.minor version with the CUDA Toolkit"): pip resolves an unpinned cuda-python to 13.x, which
+on JetPack 6 (CUDA 12.6 driver) fails every call with cudaErrorInsufficientDriver (35). That is a
+wrong install, not a missing GPU, and ``binding_mismatch`` says so with the fix.
 """
 from __future__ import annotations
 
@@ -23,6 +28,38 @@ def cudart():
         return cudart
     except ImportError:
         return None
+
+
+INSUFFICIENT_DRIVER, NO_DEVICE = 35, 100
+PIN = "pip install 'cuda-python>=12.6,<13'"
+
+
+def binding_version() -> str | None:
+    """The installed cuda-python bindings' version (cuda-bindings 12.x/13.x, or cuda-python < 12.6)."""
+    import importlib.metadata
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def binding_mismatch(driver: int, bindings: str) -> str | None:
+    """Why these bindings cannot run on this driver, or None. ``driver`` is cudaDriverGetVersion's
+    number (12060 for CUDA 12.6; 0 when no driver is loaded)."""
+    if driver == 0:
+        return "no NVIDIA driver is loaded: cudaDriverGetVersion reports 0"
+    need = int(bindings.split(".")[0])
+    if driver // 1000 < need:
+        return (f"cuda-python {bindings} needs a CUDA {need} driver; this driver is CUDA {driver // 1000}."
+                f"{driver % 1000 // 10} (JetPack 6 is CUDA 12.6): {PIN}")
+    return None
+
+
+def driver_version(rt) -> int:
+    err, version = rt.cudaDriverGetVersion()
+    return int(version) if int(err) == 0 else 0
 
 
 class CudaDevice:
@@ -56,8 +93,10 @@ class CudaDevice:
         err, *rest = fn(*args)
         if int(err) != 0:
             _, text = self.rt.cudaGetErrorString(err)
+            why = binding_mismatch(driver_version(self.rt), binding_version() or "0") \
+                if int(err) == INSUFFICIENT_DRIVER else ("no CUDA GPU is visible" if int(err) == NO_DEVICE else None)
             raise LayoverError(f"CUDA {fn.__name__} failed: {text.decode() if isinstance(text, bytes) else text}"
-                               + (" (no GPU or no driver)" if int(err) in (35, 100) else ""))
+                               + (f" ({why})" if why else ""))
         return rest[0] if len(rest) == 1 else (rest or None)
 
     @property

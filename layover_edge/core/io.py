@@ -1,8 +1,15 @@
 """File I/O every layer shares: atomic writes (a crash never leaves a half-written file under the
-final name), JSON read with one clear error, file digests, figures."""
+final name), JSON read with one clear error, file digests, figures, and the lock that keeps two
+processes from writing one cache or run folder.
+
+Every failed write surfaces as an OSError naming the file the user asked for (never a temporary
+name, never a library's own error type), so the CLI reports them all in one place."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -15,21 +22,91 @@ from typing import Any, Iterator
 from .errors import LayoverError
 
 
+def make_dir(path: str | os.PathLike) -> Path:
+    """``mkdir -p``; a file in the way is "Not a directory" naming it, not "File exists"."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in (path, *path.parents) if p.exists() and not p.is_dir())
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker)) from None
+    return path
+
+
+@contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """Re-raise an OSError about the temporary sibling of ``path`` (or a file inside it) as one about
+    ``path`` itself: the name the user gave."""
+    try:
+        yield
+    except OSError as e:
+        parts = Path(e.filename).parts if e.filename is not None else ()
+        tmp = [i for i, part in enumerate(parts) if part.startswith(f".{path.name}.")]
+        if e.filename is None or tmp:
+            named = path.joinpath(*parts[tmp[-1] + 1:]) if tmp else path
+            raise OSError(e.errno, e.strerror or str(e), os.fspath(named)) from None
+        raise
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise LayoverError(f"{path} is a device, pipe or socket, not a file: outputs are written to a temporary "
+                           f"file and renamed over their name, which must never happen to one of those")
+    make_dir(path.parent)
+    with _named(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            yield tmp
+            if tmp.exists():  # mkstemp makes 0600; published files get the usual umask mode
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` written atomically. Serialised in memory first: torch reports a failed write
+    (a full disk) as a RuntimeError about stream positions, Python's own write says ENOSPC."""
+    import torch
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
+
+
+def safetensors_bytes(tensors: dict, metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes (written by ``write_bytes``: safetensors' own writer reports a full
+    disk as a SafetensorError)."""
+    from safetensors.torch import save
+    return save(tensors, metadata=metadata)
+
+
+@contextmanager
+def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` while this process writes ``folder`` (a feature cache, a run): a second
+    writer is refused instead of interleaving with the first. The kernel drops the lock when the
+    process dies, kill -9 included, so a resume never waits on a stale one."""
+    folder = make_dir(folder)
+    with _named(folder / ".lock"):
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        yield tmp
-        if tmp.exists():  # mkstemp makes 0600; published files get the usual umask mode
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LayoverError(f"{what} {folder} is being written by another process right now: wait for it "
+                               f"to finish, or choose another folder") from None
+        yield
     finally:
-        tmp.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -65,6 +142,17 @@ def read_json(path: str | os.PathLike, fmt: str | None = None, what: str = "JSON
     return doc
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A text file as UTF-8, a leading BOM dropped (spreadsheet programs write one); LayoverError
+    naming the file and line for anything else (latin-1, UTF-16): guessing would garble names."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise LayoverError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save it as UTF-8") from None
+
+
 def sha256(path: str | os.PathLike) -> str:
     """Hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -88,20 +176,25 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces ``path`` (and anything there) on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    make_dir(path.parent)
+    with _named(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            yield tmp
+            mask = _umask()  # mkdtemp makes 0700: publish with the modes every other output has
+            for f in tmp.rglob("*"):
+                os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
+            os.chmod(tmp, 0o777 & ~mask)
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                os.replace(path, old / "x")
+                os.replace(tmp, path)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:

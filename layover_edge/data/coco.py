@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,22 @@ def _check_schema(doc, path: Path) -> None:
         for n, entry in enumerate(doc[key]):
             if not isinstance(entry, dict) or any(f not in entry for f in fields):
                 raise LayoverError(f"{path}: {key}[{n}] lacks one of the fields {list(fields)}")
+            for f in fields:  # ids are integers and names strings (pycocotools indexes by them)
+                want = str if f in ("file_name", "name") else int
+                if not isinstance(entry[f], want) or isinstance(entry[f], bool) or entry[f] == "":
+                    wanted = "a non-empty string" if want is str else "an integer"
+                    raise LayoverError(f"{path}: {key}[{n}].{f} must be {wanted}, got {str(entry[f])[:40]!r}")
     if not doc["categories"]:
         raise LayoverError(f"{path}: no categories")
+    for key, field in (("images", "id"), ("categories", "id"), ("categories", "name")):
+        twice = sorted((v for v, n in Counter(entry[field] for entry in doc[key]).items() if n > 1), key=str)
+        if twice:
+            raise LayoverError(f"{path}: duplicate {key} {field}s {twice[:5]}")
+    image_ids = {im["id"] for im in doc["images"]}
+    for n, a in enumerate(doc["annotations"]):
+        if a["image_id"] not in image_ids:
+            raise LayoverError(f"{path}: annotations[{n}] (id {a.get('id')}) refers to image_id {a['image_id']}, "
+                               f"which is not among the file's images")
 
 
 def _index(doc):

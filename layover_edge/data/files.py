@@ -2,7 +2,8 @@
 opened lazily, a fingerprint of the content, and the checks that turn bad input into one clear
 message naming the file and the problem.
 
-Targets are int8 with 1 = positive, 0 = negative, -1 = ignored (VOC "difficult").
+Targets are int8 with 1 = positive, 0 = negative, -1 = ignored (VOC "difficult"). Torch-free:
+parity reads these sets on a device without torch, and a DataLoader needs only __len__/__getitem__.
 """
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.images import open_rgb
 
 # Images whose file is missing: "error" stops before any work (a wrong --data-root is the usual
 # cause, better found now than an hour into extraction); "skip" loads them as unreadable, so
@@ -38,7 +38,7 @@ def unknown_label(label: str, classes: Sequence[str], where: str) -> LayoverErro
     return LayoverError(f"{where}: label {label!r} is not in the class list ({len(classes)} classes: {shown})")
 
 
-class FileDataset(Dataset):
+class FileDataset:
     """Images on disk with an (n, K) int8 target matrix; items are ``(PIL image, float target)``."""
 
     def __init__(self, root: Path, files: Sequence[str], targets: np.ndarray, classes: Sequence[str],
@@ -65,17 +65,15 @@ class FileDataset(Dataset):
         """The image file of item i, for messages about unreadable images."""
         return os.fspath(self.root / self.files[i])
 
-    def __getitem__(self, i: int) -> tuple[Image.Image, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[Image.Image, np.ndarray]:
         path = self.root / self.files[i]
         try:
-            with Image.open(path) as im:
-                im.load()  # decode now: a truncated file fails here, inside the loader's try
-                image = im.convert("RGB")
+            image = open_rgb(path)
         except FileNotFoundError:
             raise OSError(f"{path}: file not found") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except (OSError, ValueError) as e:
             raise OSError(f"{path}: cannot read image ({e})") from None
-        return image, torch.from_numpy(self.targets[i].astype(np.float32))
+        return image, self.targets[i].astype(np.float32)
 
     def fingerprint(self) -> str:
         """Content hash: relative paths, targets, classes, split and options (not mtimes), so a

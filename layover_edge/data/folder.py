@@ -19,12 +19,14 @@ splits share one class list.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import read_text
 
 from .files import FileDataset, class_index, unknown_label
 
@@ -43,19 +45,19 @@ def _names(value, where: str) -> list[str]:
 def read_rows(path: Path) -> list[tuple[Row, str | None]]:
     """(row, split or None) for every line of a label file."""
     out = []
+    text = read_text(path)
     if path.suffix == ".csv":
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"path", "labels"} <= set(reader.fieldnames):
-                raise LayoverError(f"{path}: the header must have 'path' and 'labels' columns, got {reader.fieldnames}")
-            for n, rec in enumerate(reader, 2):
-                where = f"{path}:{n}"
-                if not rec["path"]:
-                    raise LayoverError(f"{where}: empty path")
-                out.append(((rec["path"], _names(rec["labels"] or "", where), _names(rec.get("ignore") or "", where)),
-                            rec.get("split") or None))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames or not {"path", "labels"} <= set(reader.fieldnames):
+            raise LayoverError(f"{path}: the header must have 'path' and 'labels' columns, got {reader.fieldnames}")
+        for n, rec in enumerate(reader, 2):
+            where = f"{path}:{n}"
+            if not rec["path"]:
+                raise LayoverError(f"{where}: empty path")
+            out.append(((rec["path"], _names(rec["labels"] or "", where), _names(rec.get("ignore") or "", where)),
+                        rec.get("split") or None))
     else:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             where = f"{path}:{n}"
@@ -87,7 +89,7 @@ def split_file(root: Path, split: str) -> tuple[Path, bool]:
 def read_classes(root: Path) -> list[str]:
     listed = root / "classes.txt"
     if listed.is_file():
-        names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in read_text(listed).splitlines() if line.strip()]
         if not names:
             raise LayoverError(f"{listed} lists no classes")
         return names

@@ -29,7 +29,10 @@ def build_dataset(name: str, split: str, root: str | None = None, **options):
     default_splits(name)
     if name == "synthetic":
         from .synthetic import SyntheticScenes
-        return SyntheticScenes(split=split, **options)
+        try:
+            return SyntheticScenes(split=split, **options)
+        except ValueError as e:  # the generator's own range checks (split, class count, image size)
+            raise LayoverError(f"synthetic data: {e}") from None
     if root is None:
         raise LayoverError(f"data set {name!r} is read from disk: give its directory with --data-root")
     if name.startswith("coco"):

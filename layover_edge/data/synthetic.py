@@ -53,9 +53,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 GENERATOR_VERSION = 1
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -127,7 +125,7 @@ def _fill(shape: str, texture: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     return mask, shade
 
 
-class _SyntheticBase(Dataset):
+class _SyntheticBase:  # torch-free, like files.FileDataset
     """Split bookkeeping, per-item generator, background, painting, fingerprint."""
 
     _task: int
@@ -240,10 +238,10 @@ class SyntheticScenes(_SyntheticBase):
                 (small if obj.is_small else large)[row, obj.class_index] = True
         return small, large
 
-    def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[Any, np.ndarray]:
         rng = self._rng(i)
         layout = self._layout(rng)
-        target = torch.zeros(self.num_classes, dtype=torch.float32)
+        target = np.zeros(self.num_classes, np.float32)
         target[[o.cls for o in layout]] = 1
         img = self._render(rng, layout)
         return (self.transform(img) if self.transform else img), target

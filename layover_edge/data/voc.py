@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from layover_edge.core.errors import LayoverError
+from layover_edge.core.io import read_text
 
 from .files import FileDataset, class_index, unknown_label
 
@@ -38,7 +39,7 @@ def find_voc2007(root: Path) -> Path:
 def _lines(path: Path) -> list[list[str]]:
     if not path.is_file():
         raise LayoverError(f"VOC image set file not found: {path}")
-    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return [line.split() for line in read_text(path).splitlines() if line.strip()]
 
 
 def _from_xml(voc: Path, ids: list[str], index: dict[str, int]) -> np.ndarray:

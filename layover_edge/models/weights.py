@@ -59,7 +59,8 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
                     state = state[key]
                     break
     except Exception as e:  # safetensors/torch raise many types for truncated or foreign files
-        raise LayoverError(f"cannot read weights {path}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LayoverError(f"cannot read weights {path}: {first}") from None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise LayoverError(f"weights {path} hold no state dict of tensors (a whole pickled model? save its "
                            f"state_dict() instead)")

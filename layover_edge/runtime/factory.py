@@ -48,7 +48,9 @@ def open_model(path: str | Path, device: str = "auto", precision: str = "fp32", 
         raise LayoverError(f"--precision and --mode apply to PyTorch checkpoints; {path} is a {kind} model "
                            "whose precision was fixed when it was exported")
     if kind == "torch":
+        from layover_edge.artifacts.checkpoint import read_config
         from layover_edge.core.device import resolve_device
+        read_config(path)  # a broken config.json is refused before torch is even imported
         options = {"device": str(resolve_device(device)), "dtype": precision, "mode": mode}
     elif kind == "onnxruntime":
         options = {"device": "cuda" if device.startswith("cuda") else "cpu"}

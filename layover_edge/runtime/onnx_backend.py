@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from layover_edge.artifacts.model_info import ModelInfo
-from layover_edge.artifacts.onnx_metadata import get_metadata
+from layover_edge.artifacts.onnx_metadata import INPUT, OUTPUTS, get_metadata
 from layover_edge.core.errors import LayoverError
 from layover_edge.kernels.identity import PLUGIN_DOMAIN
 
@@ -54,12 +54,14 @@ class OnnxBackend(Backend):
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise LayoverError(f"ONNX Runtime cannot load {self.path}: {str(e).strip().splitlines()[0]}") from None
         self.device = kind
+        info = ModelInfo.from_metadata(self.meta, str(self.path))
+        _check_graph(self.session, info.preprocess.image_size, self.path)
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
         fixed = self.session.get_inputs()[0].shape[0]
         if isinstance(fixed, int):  # a static batch axis (export --static-batch): run pads to it
             self.batch_range = (fixed, fixed)
-        super().__init__(ModelInfo.from_metadata(self.meta))
+        super().__init__(info)
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(None, {self.input: batch})
@@ -70,3 +72,18 @@ class OnnxBackend(Backend):
         return {"backend": self.name, "device": self.device, "precision": self.meta.get("precision"),
                 "form": self.meta.get("form"), "providers": self.session.get_providers(),
                 "onnxruntime": ort.__version__, "model": str(self.path)}
+
+
+def _check_graph(session, size: int, path: Path) -> None:
+    """LayoverError unless the graph is what its metadata describes: one float image input
+    (N, 3, S, S) and the logits and probabilities outputs (metadata copied onto another model is not)."""
+    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    fits = (len(inputs) == 1 and inputs[0].name == INPUT and inputs[0].type == "tensor(float)" and len(shape) == 4
+            and all(not isinstance(d, int) or d == want for d, want in zip(shape[1:], (3, size, size)))
+            and set(OUTPUTS) <= set(outputs))
+    if not fits:
+        got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise LayoverError(f"{path}: the graph takes {got} and gives {outputs}, not the {INPUT!r} (N, 3, {size}, "
+                           f"{size}) float input and {list(OUTPUTS)} outputs its metadata describes (metadata copied "
+                           f"onto another model?)")

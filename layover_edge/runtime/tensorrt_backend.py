@@ -5,6 +5,12 @@ TensorRT version and GPU compute capability against the ones it was built with. 
 the TensorRT 10/11 tensor-address API (``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``) on device buffers sized for the profile's maximum batch, with an optional
 CUDA graph per batch size (replayed after the input copy).
+
+The batches the engine takes come from the engine itself (its input shape, or its profile's
+min/max), so ``Backend.run`` pads a batch below the minimum (a static batch-4 DLA engine tagging a
+camera one frame at a time) and splits one above the maximum. Those calls report failure by their
+return value, not by raising (bool, pyCore.cpp at release/10.3), so each is checked. A DLA engine
+needs ``Runtime.DLA_core`` set before deserialising, as trtexec does (sampleEngines.cpp:117-119).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from layover_edge.artifacts.model_info import ModelInfo
 from layover_edge.artifacts.sidecar import check_compatible, read_sidecar
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import sha256
+from layover_edge.core.tensorrt import load_plugins
 
 from .base import Backend
 
@@ -41,19 +48,20 @@ class TensorRTBackend(Backend):
         self.cuda = CudaDevice(device)
         check_compatible(self.sidecar, trt.__version__, self.cuda.compute_capability, self.cuda.name)
         logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
-        for lib in plugins if plugins is not None else self.sidecar["plugins"]:
-            if not Path(lib).is_file():
-                raise LayoverError(f"the engine needs plugin library {lib}, which is missing")
-            trt.get_plugin_registry().load_library(str(lib))
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
+        load_plugins(trt, logger, plugins if plugins is not None else self.sidecar["plugins"])
+        runtime = trt.Runtime(logger)
+        if self.sidecar.get("dla_core") is not None:
+            runtime.DLA_core = int(self.sidecar["dla_core"])
+        self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise LayoverError(f"TensorRT could not deserialize {self.path} (see its messages above)")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise LayoverError(f"TensorRT could not create an execution context for {self.path} (out of memory?)")
         self.input = self.sidecar["input"]
         self.outputs = list(self.sidecar["outputs"])
-        self.max_batch = int(self.sidecar["batch"][2])
-        self.batch_range = (int(self.sidecar["batch"][0]), self.max_batch)
+        self.batch_range = self._batch_range()
+        self.max_batch = self.batch_range[1]
         s = int(self.sidecar["image_size"])
         k = len(self.sidecar["labels"])
         self.buffers = {self.input: self.cuda.malloc(self.max_batch * 3 * s * s * 4)}
@@ -62,11 +70,22 @@ class TensorRTBackend(Backend):
                 raise LayoverError(f"engine output {name} is not float32")
             self.buffers[name] = self.cuda.malloc(self.max_batch * k * 4)
         for name, ptr in self.buffers.items():
-            self.context.set_tensor_address(name, ptr)
+            if not self.context.set_tensor_address(name, ptr):
+                raise LayoverError(f"the engine has no tensor {name!r}: its sidecar describes another model")
         self.num_classes = k
         self.use_graph = cuda_graph
         self.graphs: dict[int, Any] = {}
         super().__init__(ModelInfo.from_metadata(self.sidecar))
+
+    def _batch_range(self) -> tuple[int, int]:
+        """(min, max) batch of the engine: its fixed batch, else profile 0's; the sidecar must agree."""
+        fixed = self.engine.get_tensor_shape(self.input)[0]
+        low, high = (fixed, fixed) if fixed > 0 else (
+            dims[0] for dims in self.engine.get_tensor_profile_shape(self.input, 0)[::2])
+        if [low, high] != [int(self.sidecar["batch"][0]), int(self.sidecar["batch"][2])]:
+            raise LayoverError(f"{self.path} takes batches {low}-{high}, its sidecar says "
+                               f"{self.sidecar['batch'][0]}-{self.sidecar['batch'][2]}: rebuild it")
+        return int(low), int(high)
 
     def _launch(self) -> None:
         if not self.context.execute_async_v3(self.cuda.stream_handle):
@@ -74,7 +93,9 @@ class TensorRTBackend(Backend):
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         b = len(x)
-        self.context.set_input_shape(self.input, x.shape)
+        if not self.context.set_input_shape(self.input, x.shape):
+            raise LayoverError(f"the engine refused input shape {tuple(x.shape)} (batches "
+                               f"{self.batch_range[0]}-{self.batch_range[1]}, see TensorRT's message above)")
         self.cuda.htod(self.buffers[self.input], x)
         if self.use_graph:
             if b not in self.graphs:

@@ -57,6 +57,7 @@ class ImageBatches:
 
     def __init__(self, loader):
         self.loader, self.order = loader, []
+        self.generator = loader.generator  # seeds the workers each pass: part of the resume state
         self._skipped: dict[int, str] = {}
 
     @property

@@ -5,11 +5,16 @@ pre-logits z (float16 ``.npy`` files, memory-mapped), the targets, and a validit
 images that could not be read. ``manifest.json`` names what produced it (backbone, weights,
 transform, data set fingerprint); a cache whose manifest differs from the request is refused.
 Extraction records its progress after every batch, so an interrupted run resumes where it
-stopped.
+stopped. The arrays are allocated on disk before any row is written (a full disk is an ENOSPC error
+up front, not a SIGBUS in a memory-mapped write), one process at a time extracts into a directory,
+and a cache is checked when read: every array readable, of the manifest's shape and dtype, and
+finite.
 """
 from __future__ import annotations
 
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,7 @@ from tqdm.auto import tqdm
 from layover_edge.core import distributed
 from layover_edge.core.config import ModelConfig
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import read_json, sha256, write_json
+from layover_edge.core.io import exclusive, read_json, sha256, write_json
 from layover_edge.data.loading import Skipped, image_loader, skipped_report
 from layover_edge.kernels.reference import pool
 from layover_edge.models import build_backbone, resolve_config, weights_path
@@ -53,6 +58,31 @@ def manifest_for(cfg: ModelConfig, dataset, split: str) -> dict:
     }
 
 
+def array_shapes(manifest: dict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """name -> (shape, dtype) of every array of a cache, from its manifest."""
+    n, k, f16 = manifest["num_images"], len(manifest["classes"]), np.dtype(np.float16)
+    shapes = {f"tap{t}": ((n, c), f16) for t, c in zip(manifest["taps"], manifest["tap_channels"])}
+    return shapes | {"z": ((n, manifest["num_features"]), f16), "targets": ((n, k), np.dtype(np.int8)),
+                     "valid": ((n,), np.dtype(bool))}
+
+
+def _load_array(root: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A cache array, memory-mapped; LayoverError naming the file unless it is readable and of the
+    manifest's shape and dtype (a truncated, foreign or pickled file is never used)."""
+    path = root / f"{name}.npy"
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise LayoverError(f"feature cache {root} lacks {path.name}; delete the directory and extract again") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise LayoverError(f"feature cache file {path} is unreadable (truncated or not written by layover-edge: "
+                           f"{e}); delete {root} and extract again") from None
+    if a.shape != shape or a.dtype != dtype:
+        raise LayoverError(f"feature cache file {path} holds {a.dtype} {a.shape}, its manifest says {dtype} "
+                           f"{shape}; delete {root} and extract again")
+    return a
+
+
 class FeatureCache:
     """Read side of a finished cache: ``tensors(tap)`` gives (pooled tap, z, targets) rows."""
 
@@ -61,7 +91,11 @@ class FeatureCache:
         self.manifest = read_json(self.root / "manifest.json")
         if not self.manifest.get("complete"):
             raise LayoverError(f"feature cache {self.root} is incomplete; run extraction again to resume")
-        self.valid = np.load(self.root / "valid.npy")
+        try:
+            self.shapes = array_shapes(self.manifest)
+        except (KeyError, TypeError) as e:
+            raise LayoverError(f"feature cache manifest {self.root / 'manifest.json'} is malformed ({e!r})") from None
+        self.valid = np.asarray(self._array("valid"))
         self.skipped = read_json(self.root / "skipped.json")
 
     @property
@@ -69,15 +103,25 @@ class FeatureCache:
         return list(self.manifest["taps"])
 
     def _array(self, name: str) -> np.ndarray:
-        return np.load(self.root / f"{name}.npy", mmap_mode="r")
+        return _load_array(self.root, name, *self.shapes[name])
+
+    def _rows(self, name: str, keep: np.ndarray) -> torch.Tensor:
+        """float32 rows ``keep`` of an array; LayoverError if any is NaN or infinite."""
+        t = torch.from_numpy(np.asarray(self._array(name)[keep], dtype=np.float32))
+        bad = (~torch.isfinite(t)).any(dim=1).nonzero().flatten()
+        if len(bad):
+            raise LayoverError(f"feature cache file {self.root / f'{name}.npy'} holds NaN or infinite values in "
+                               f"{len(bad)} image row(s), e.g. row {int(keep[bad[0]])}: the cache is corrupt (or the "
+                               f"backbone overflows float16); delete {self.root} and extract again")
+        return t
 
     def tensors(self, tap: int | None) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         if tap is not None and tap not in self.taps:
             raise LayoverError(f"tap @{tap} is not in cache {self.root} (has {self.taps})")
         keep = np.flatnonzero(self.valid)
-        z = torch.from_numpy(np.asarray(self._array("z")[keep], dtype=np.float32))
+        z = self._rows("z", keep)
         y = torch.from_numpy(np.asarray(self._array("targets")[keep], dtype=np.float32))
-        p = None if tap is None else torch.from_numpy(np.asarray(self._array(f"tap{tap}")[keep], dtype=np.float32))
+        p = None if tap is None else self._rows(f"tap{tap}", keep)
         return p, z, y
 
     def tap_statistics(self, tap: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,9 +134,22 @@ class FeatureCache:
 
 
 def _open_arrays(root: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]], fresh: bool) -> dict:
+    """The arrays memory-mapped for writing, every block allocated on disk first: a write into a hole
+    of a sparse file on a full disk kills the process with SIGBUS, a failed allocation is ENOSPC."""
     mode = "w+" if fresh else "r+"
-    return {name: np.lib.format.open_memmap(root / f"{name}.npy", mode=mode, dtype=dt, shape=shape)
-            for name, (shape, dt) in shapes.items()}
+    arrays = {}
+    for name, (shape, dt) in shapes.items():
+        path = root / f"{name}.npy"
+        try:
+            arrays[name] = np.lib.format.open_memmap(path, mode=mode, dtype=dt, shape=shape)
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+    return arrays
 
 
 def _progress_name(rank: int, world: int) -> str:
@@ -113,22 +170,32 @@ def _read_progress(root: Path, world: int) -> dict[int, dict]:
     return states
 
 
-@torch.inference_mode()
 def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, batch_size: int = 64,
                      device: str = "cpu", num_workers: int = 0, progress: bool = True) -> FeatureCache:
     """Run the backbone over ``dataset`` once and store every stage tap; resumes if interrupted.
 
     Under torchrun every rank extracts every N-th image into the shared arrays (one machine:
     the ranks' writes meet in its page cache) and rank 0 finalises the cache after a barrier.
+    Rank 0 holds the directory's lock while it extracts: a second job extracting into it is refused
+    (reading a complete cache needs no lock; it is never written again).
     """
     root = Path(root)
+    manifest = root / "manifest.json"
+    complete = manifest.is_file() and read_json(manifest).get("complete")
+    with exclusive(root, "feature cache") if distributed.is_main() and not complete else nullcontext():
+        return _extract(cfg, dataset, split, root, batch_size, device, num_workers, progress)
+
+
+@torch.inference_mode()
+def _extract(cfg: ModelConfig, dataset, split: str, root: Path, batch_size: int, device: str, num_workers: int,
+             progress: bool) -> FeatureCache:
     cfg = resolve_config(cfg)
     with torch.device("meta"):  # stage shapes without loading any weights
         meta = build_backbone(cfg, taps=None, load_weights=False)
     taps = meta.taps
     want = manifest_for(cfg, dataset, split) | {"taps": taps, "tap_channels": meta.tap_channels,
                                                  "num_features": meta.num_features}
-    n, k = len(dataset), len(dataset.classes)
+    n = len(dataset)
     if n == 0:
         raise LayoverError(f"split {split!r} of the data set is empty")
     world, me = distributed.world_size(), distributed.rank()
@@ -148,9 +215,7 @@ def extract_features(cfg: ModelConfig, dataset, split: str, root: str | Path, ba
     skipped = Skipped([tuple(s) for s in states.get(me, {}).get("skipped", [])])
     backbone = build_backbone(cfg, taps=None).to(device).eval()
     f16 = np.dtype(np.float16)
-    shapes = {f"tap{t}": ((n, c), f16) for t, c in zip(taps, backbone.tap_channels)}
-    shapes |= {"z": ((n, backbone.num_features), f16), "targets": ((n, k), np.dtype(np.int8)),
-               "valid": ((n,), np.dtype(bool))}
+    shapes = array_shapes(want)
     distributed.barrier()  # every rank has read the old state before rank 0 replaces it
     if distributed.is_main():
         root.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,12 @@ by validation mAP. LP and RM train from the feature cache in seconds; FT (and th
 trains from images.
 
 Every epoch writes ``metrics.json`` (the history), ``last.pt`` (the state to resume from, loaded
-with ``weights_only=True``) and, when validation mAP improves, the ``best/`` checkpoint.
+with ``weights_only=True``; what it holds: ``resume.py``) and, when validation mAP improves, the
+``best/`` checkpoint. A loss that turns NaN or infinite stops the run, naming the epoch and the cause.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +23,12 @@ from layover_edge.core import distributed
 from layover_edge.core.config import ModelConfig, TrainConfig
 from layover_edge.core.device import resolve_device
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import atomic_path, write_json
+from layover_edge.core.io import make_dir, save_torch, write_json
 from layover_edge.models import LayoverHead, LayoverModel, save_checkpoint
 
 from .batches import Batch, ImageBatches
 from .metrics import multilabel_metrics
+from .resume import check_resume, read_state, rng_state, run_identity, set_rng_state
 
 
 def soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -80,10 +83,23 @@ def build_optimizer(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, st
     if cfg.method == "ft":
         groups.append({"params": list(model.backbone.parameters()), "lr": tcfg.backbone_lr})
     opt = torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
+    pct = tcfg.pct_start
+    if pct * tcfg.epochs * steps_per_epoch == 1:
+        # OneCycleLR divides by its warm-up length pct·steps − 1, zero for a one-step warm-up (5 steps at
+        # 0.2): a hair more warm-up is the same schedule in the limit, without the division by zero.
+        pct = math.nextafter(pct, 1.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[g["lr"] for g in groups], epochs=tcfg.epochs,
-        steps_per_epoch=steps_per_epoch, pct_start=tcfg.pct_start)
+        steps_per_epoch=steps_per_epoch, pct_start=pct)
     return opt, sched
+
+
+def _nonfinite_loss(value: float, epoch: int, step: int, tcfg: TrainConfig, inputs: tuple) -> str:
+    where = f"epoch {epoch + 1}/{tcfg.epochs}, step {step + 1}: the training loss is {value}"
+    if any(t is not None and not bool(torch.isfinite(t).all()) for t in inputs):
+        return f"{where}: the input batch holds NaN or infinite values (a corrupt feature cache or images?)"
+    return (f"{where}: training diverged at learning rate {tcfg.lr:g} (backbone {tcfg.backbone_lr:g}); lower "
+            f"--lr (last.pt holds the last good epoch, if any)")
 
 
 @dataclass
@@ -105,9 +121,10 @@ def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.T
 
 def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterable[Batch],
         val: Iterable[Batch], out: str | Path, resume: bool = False, progress: bool = True,
-        on_epoch: Callable[[dict], bool | None] | None = None) -> FitResult:
+        on_epoch: Callable[[dict], bool | None] | None = None, identity: dict | None = None) -> FitResult:
     """Train, validate every epoch, keep the best checkpoint in ``out/best``. ``on_epoch(row)`` runs
     after each epoch's files are written; a true return ends training there (a time budget).
+    ``identity`` (``run_identity``) is what a resume must match; by default the model and the recipe.
 
     Under torchrun, image batches train through DistributedDataParallel and only rank 0
     writes files; cached batches are trained by one process (see ``distributed``).
@@ -115,7 +132,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
     out = Path(out)
     main = distributed.is_main()
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
     device = resolve_device(tcfg.device)
     model.to(device)
     step_model = None  # the DDP wrapper, whose forward syncs gradients
@@ -127,15 +144,16 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
                                   and not torch.cuda.is_bf16_supported())
     history, best, best_epoch, start, elapsed, best_pred = [], {"mAP": -1.0}, -1, 0, 0.0, None
     state_file = out / "last.pt"
-    if resume and state_file.is_file():
-        state = torch.load(state_file, map_location=device, weights_only=True)
+    identity = identity or run_identity(cfg, tcfg)
+    if resume:
+        state = read_state(state_file, device)
+        check_resume(state, identity, state_file, tcfg.epochs * len(train))
         (model if cfg.method == "ft" else model.head).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        set_rng_state(train, state["rng"])
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         start, elapsed = state["epoch"] + 1, state["seconds"]
-    elif resume:
-        raise LayoverError(f"--resume: no {state_file} to resume from")
 
     for epoch in range(start, tcfg.epochs):
         t0 = time.perf_counter()
@@ -143,14 +161,17 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
         if isinstance(train, ImageBatches):
             train.set_epoch(epoch)
         total, count = 0.0, 0
-        for inputs, y in tqdm(train, desc=f"{cfg.method} epoch {epoch + 1}/{tcfg.epochs}",
-                              leave=False, disable=not progress or not main):
+        for step, (inputs, y) in enumerate(tqdm(train, desc=f"{cfg.method} epoch {epoch + 1}/{tcfg.epochs}",
+                                                leave=False, disable=not progress or not main)):
             with _autocast(device, tcfg.amp):
                 if step_model is not None:
                     logits = step_model(inputs[0].to(device, non_blocking=True))
                 else:
                     logits, _ = forward_batch(model, inputs, device)
                 loss = soft_margin_loss(logits, y.to(device))
+            value = loss.item()
+            if not math.isfinite(value):
+                raise LayoverError(_nonfinite_loss(value, epoch, step, tcfg, inputs))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tcfg.grad_clip > 0:
@@ -159,7 +180,7 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
             scaler.step(opt)
             scaler.update()
             sched.step()
-            total += loss.item() * len(y)
+            total += value * len(y)
             count += len(y)
         if step_model is not None:  # the epoch's loss over all ranks' images
             total, count = map(sum, zip(*distributed.all_gather_objects((total, count))))
@@ -180,10 +201,10 @@ def fit(model: LayoverModel, cfg: ModelConfig, tcfg: TrainConfig, train: Iterabl
                                                                  "train": tcfg.to_dict()})
             write_json(out / "metrics.json", {"method": cfg.method, "history": history,
                                               "best_epoch": best_epoch, "best": best})
-            with atomic_path(state_file) as tmp:
-                torch.save({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "history": history, "best": best,
-                            "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed}, tmp)
+            save_torch({"model": _trainable_state(model, cfg), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "history": history, "best": best,
+                        "best_epoch": best_epoch, "epoch": epoch, "seconds": elapsed, "run": identity,
+                        "rng": rng_state(train)}, state_file)
         if on_epoch and on_epoch(row):
             break
     if step_model is not None:

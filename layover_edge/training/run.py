@@ -14,6 +14,7 @@ sharded by a DistributedSampler and trained with DDP, cached heads train on rank
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 from layover_edge.core import distributed
 from layover_edge.core.config import ModelConfig, TrainConfig
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import write_json
+from layover_edge.core.io import exclusive, write_json
 from layover_edge.core.tables import format_table
 from layover_edge.data.loading import skipped_report, skipped_text
 from layover_edge.models import LayoverModel, build_model, load_checkpoint, resolve_config, standardisation
@@ -30,6 +31,7 @@ from layover_edge.models import LayoverModel, build_model, load_checkpoint, reso
 from .batches import CachedBatches, cached_split, split_batches
 from .loop import FitResult, fit
 from .metrics import METRIC_KEYS
+from .resume import check_resume, read_state, run_identity
 
 # Below this mean gate the RM branch contributes almost nothing: RM has collapsed to LP.
 GATE_CLOSED = 0.05
@@ -63,6 +65,9 @@ def train_run(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, 
     the best epoch's model. ``cache_root`` None trains from images; a head's tap statistics then
     come from a cache in ``out/features``. ``on_epoch``: see ``loop.fit``."""
     cfg = resolve_config(cfg)
+    identity = run_identity(cfg, tcfg, {"train": train_ds.fingerprint(), "val": val_ds.fingerprint()})
+    if resume:  # before any extraction or epoch: a resume with other options is refused up front
+        check_resume(read_state(Path(out) / "last.pt", mmap=True), identity, Path(out) / "last.pt")
     torch.manual_seed(tcfg.seed)
     progress = progress and distributed.is_main()
     model = build_model(cfg)
@@ -70,11 +75,12 @@ def train_run(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path, 
     train = split_batches(cfg, tcfg, train_ds, "train", cache_root, True, progress)
     val = split_batches(cfg, tcfg, val_ds, "val", cache_root, False, progress)
     if isinstance(train, CachedBatches) and distributed.world_size() > 1:
-        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress, on_epoch=on_epoch) \
-            if distributed.is_main() else None
+        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress, on_epoch=on_epoch,
+                     identity=identity) if distributed.is_main() else None
         result = distributed.all_gather_objects(result)[0]  # rank 0's result, after it finished
     else:
-        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress, on_epoch=on_epoch)
+        result = fit(model, cfg, tcfg, train, val, out, resume=resume, progress=progress, on_epoch=on_epoch,
+                     identity=identity)
     result.skipped = {split: skipped_report(ds, distributed.gather_skipped(b.skipped))
                       for split, ds, b in (("train", train_ds, train), ("val", val_ds, val))}
     best, _ = load_checkpoint(result.checkpoint)
@@ -90,22 +96,39 @@ class Trained:
     text: str
 
 
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run folder that already holds a run is continued (``resume``) or replaced (``overwrite``),
+    never silently overwritten: its checkpoint may carry tuned thresholds."""
+    held = [name for name in ("best", "last.pt") if (out / name).exists()]
+    if not held or resume:
+        return
+    if not overwrite:
+        raise LayoverError(f"{out} already holds a run ({', '.join(held)}): --resume continues it, --overwrite "
+                           f"replaces it, or choose another --out")
+    if distributed.is_main():  # the new run's first epoch replaces best/; a stale last.pt must not be resumed
+        for name in ("last.pt", "metrics.json"):
+            (out / name).unlink(missing_ok=True)
+
+
 def train(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: str | Path, cache: str | Path | None = None,
-          resume: bool = False, progress: bool = True) -> Trained:
+          resume: bool = False, progress: bool = True, overwrite: bool = False) -> Trained:
     """Train ``cfg`` on ``train_ds`` (best epoch by ``val_ds`` mAP) into the run folder ``out``:
     ``best/`` checkpoint, ``metrics.json``, ``last.pt``, ``unreadable.json``. LP and RM train from the
-    feature cache (default ``out/features``)."""
+    feature cache (default ``out/features``). A folder holding a run needs ``resume`` or ``overwrite``;
+    one process at a time writes it."""
     if list(val_ds.classes) != list(train_ds.classes):
         raise LayoverError("the training and validation splits have different class lists")
     out = Path(out)
     cache = Path(cache) if cache else out / "features"
-    result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, resume, progress)
+    with exclusive(out, "run folder") if distributed.is_main() else nullcontext():
+        claim_run_folder(out, resume, overwrite)
+        result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, resume, progress)
+        if distributed.is_main():
+            write_json(out / "unreadable.json", result.skipped)
     warnings = gate_warnings(result.best, cfg)
     summary = {"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch, "best": result.best,
                "train_seconds": round(result.seconds, 3), "history": result.history,
                "processes": distributed.world_size(), "unreadable": result.skipped, "warnings": warnings}
-    if distributed.is_main():
-        write_json(out / "unreadable.json", result.skipped)
     name = cfg.method.upper() + (f"@{cfg.tap}" if cfg.method != "lp" else "") + (
         f" ({cfg.mix} mix)" if cfg.method in ("rm", "ft") else "")
     text = (f"best epoch {result.best_epoch}/{tcfg.epochs}, {result.seconds:.1f} s of training; checkpoint "
