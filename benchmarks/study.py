@@ -125,8 +125,8 @@ def tables(results: dict[tuple, dict], backbones: list[str], taps: list[int]) ->
         if key in groups:
             bb, tap, label = key
             n = len(groups[key])
-            main[f"{bb} | {'–' if tap is None or label == 'FT' else f'@{tap}'} | {label}" + (
-                f" ({n} seeds)" if n > 1 else " (1 run)")] = summary(groups[key])
+            runs = f"{n} seeds" if n > 1 else "1 run" + (f", {BACKBONES[bb][2]} epochs" if label == "FT" else "")
+            main[f"{bb} | {'–' if tap is None or label == 'FT' else f'@{tap}'} | {label} ({runs})"] = summary(groups[key])
     mean = {k: {c: np.mean([r[c] for r in v]) for c in ("mAP", "small AP")} for k, v in groups.items()}
     wins = {}
     for bb in backbones:

@@ -150,6 +150,8 @@ def test_format_table():
         "| LP | 80.0 | 75.2 | 12288 |",
         "| RM@1 | 86.0 | - | - |",
     ]
+    keyed = format_table({"resnet | @1": {"mAP": 1.0}}, columns=("mAP",), first="backbone | tap")
+    assert keyed.splitlines()[1] == "|---|---|---:|"  # one rule cell per key column
 
 
 @pytest.mark.parametrize("seed", range(20))

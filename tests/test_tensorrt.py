@@ -133,14 +133,16 @@ def test_static_batch_graph_fixes_the_profile(tmp_path):
 
 def test_plugin_library_checks(tmp_path):
     path = tiny_onnx(tmp_path / "p.onnx", plugin=True)
-    with pytest.raises(LayoverError, match="LayoverFusedMix/1/layover: pass --plugins"):
+    from layover_edge.kernels.identity import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+    with pytest.raises(LayoverError, match=f"{PLUGIN_NAME}/{PLUGIN_VERSION}/{PLUGIN_NAMESPACE}: pass --plugins"):
         prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0")
     with pytest.raises(LayoverError, match="plugin library not found"):
         prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0", plugins=[str(tmp_path / "x.so")])
     lib = tmp_path / "liblayover_plugins.so"
     lib.write_bytes(b"\x7fELF")
     req = prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0", plugins=[str(lib)])
-    assert req.plugin_nodes == [("LayoverFusedMix", "1", "layover")] and f"--dynamicPlugins={lib}" in req.trtexec()
+    assert req.plugin_nodes == [(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)]
+    assert f"--dynamicPlugins={lib}" in req.trtexec()
 
 
 def test_onnx_without_our_metadata_is_refused(tmp_path):

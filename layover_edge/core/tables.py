@@ -17,6 +17,7 @@ def format_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], 
     Floats get one decimal, other values (ints, strings) are printed as they are,
     missing or NaN values as "-".
     """
-    lines = ["| " + " | ".join([first, *columns]) + " |", "|---|" + "---:|" * len(columns)]
+    # ``first`` may name several key columns ("backbone | tap | method"): one rule cell each
+    lines = ["| " + " | ".join([first, *columns]) + " |", "|" + "---|" * (first.count("|") + 1) + "---:|" * len(columns)]
     lines += ["| " + " | ".join([name, *(_cell(m.get(c)) for c in columns)]) + " |" for name, m in rows.items()]
     return "\n".join(lines)
