@@ -128,3 +128,16 @@ def test_building_the_parser_does_not_import_torch():
     code = "import sys; from layover_edge.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_budget_too_short_for_one_ft_epoch_skips_ft_and_says_so(tmp_path):
+    from dataclasses import replace
+    results = run_demo(replace(DemoConfig.quick(), budget_s=1.0), tmp_path, progress=False, device="cpu")
+    assert results["ft_plan"]["epochs"] == 0 and "FT" not in results["methods"] and "LP" in results["methods"]
+    assert "did not run" in (tmp_path / "report.md").read_text()
+
+
+def test_a_negative_budget_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--budget", "-1", "--out", str(tmp_path / "d")])
+    assert e.value.code == 2 and "--budget" in capsys.readouterr().err and not (tmp_path / "d").exists()

@@ -186,15 +186,14 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
     entry = {"weights": weights, "image_size": base.image_size, "rm": rm_key, "methods": methods, "taps": taps}
     if pc.ft_epochs:
         ft, ft_tcfg = replace(base, method="ft", tap=pc.taps[0], mix=pc.mixes[0]), replace(tcfg, epochs=pc.ft_epochs)
-        guard = None
+        epochs, guard = pc.ft_epochs, None
         if pc.budget_s is not None:
             left = pc.budget_s - (time.perf_counter() - t_start)
             entry["ft_plan"] = plan_ft(ft, ft_tcfg, train_ds, val_ds, left, predict_rate(cache, val_split(val_ds)))
-            ft_tcfg = replace(ft_tcfg, epochs=entry["ft_plan"]["epochs"])
-            guard = stop_before(t_start + pc.budget_s)
-        if ft_tcfg.epochs:  # the cache only gives FT its tap statistics: FT trains from images
-            methods["FT"], preds["FT"] = run_method(ft, ft_tcfg, train_ds, val_ds, runs / "ft", cache, progress,
-                                                    guard)
+            epochs, guard = entry["ft_plan"]["epochs"], stop_before(t_start + pc.budget_s)
+        if epochs:  # the cache only gives FT its tap statistics: FT trains from images
+            methods["FT"], preds["FT"] = run_method(ft, replace(ft_tcfg, epochs=epochs), train_ds, val_ds, runs / "ft",
+                                                    cache, progress, guard)
     if distributed.is_main():
         rows = np.flatnonzero(FeatureCache(cache / val_split(val_ds)).valid)  # cached rows -> data set index
         hard = hard_instances(preds["LP"]["scores"], preds[rm_key]["scores"], preds["LP"]["targets"], rows,

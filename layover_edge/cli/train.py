@@ -196,7 +196,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--toy", action="store_true",
                    help="the tiny test_convnext pre-trained on the synthetic source task instead (no weights package)")
     p.add_argument("--quick", action="store_true", help="a tiny toy run for smoke tests (seconds, not minutes)")
-    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--budget", type=NONNEGATIVE_NUMBER, default=None, metavar="SECONDS",
                    help="wall-clock budget of the whole demo; FT's epochs are capped to what the rest leaves, "
                         "0 lifts the cap (default: 600 for the ImageNet demo, none for --toy and --quick)")
     p.add_argument("--device", type=DEVICE, default="auto", help="cpu, cuda, ... (default: auto)")
