@@ -113,6 +113,17 @@ def add_transform_args(p: argparse.ArgumentParser) -> None:
                    help="resize interpolation (default: the pretrained config's)")
 
 
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """How a model runs, for the verbs that open any model form (tag, serve)."""
+    g = p.add_argument_group("backend")
+    g.add_argument("--device", type=DEVICE, default="auto",
+                   help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="PyTorch checkpoints only: inference precision; fp16/bf16 need CUDA (default: %(default)s)")
+    g.add_argument("--mode", choices=("eager", "graph", "compile"), default="eager",
+                   help="PyTorch checkpoints only: eager, CUDA graphs (CUDA) or torch.compile (default: %(default)s)")
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--device", type=DEVICE, default="auto",

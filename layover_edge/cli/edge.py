@@ -12,7 +12,7 @@ from layover_edge.core import checks
 from layover_edge.core.errors import EXIT_INTERRUPTED, LayoverError
 from layover_edge.core.io import json_safe
 
-from .common import DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY, arg_type, emit
+from .common import DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY, add_backend_args, arg_type, emit
 
 FLIP = arg_type(partial(checks.integer, low=0, high=7))  # nvvidconv's flip-method values
 
@@ -74,13 +74,7 @@ def add_tag_parser(sub) -> None:
                         "stdout, and a pipe or device is written line by line (default: -)")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also write the frames with their tags drawn: DIR/<image>.jpg, DIR/<video>.mp4")
-    g = p.add_argument_group("backend")
-    g.add_argument("--device", type=DEVICE, default="auto",
-                   help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    g.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                   help="PyTorch checkpoints only: inference precision; fp16/bf16 need CUDA (default: %(default)s)")
-    g.add_argument("--mode", choices=("eager", "graph", "compile"), default="eager",
-                   help="PyTorch checkpoints only: eager, CUDA graphs (CUDA) or torch.compile (default: %(default)s)")
+    add_backend_args(p)
     g = p.add_argument_group("camera and stream")
     g.add_argument("--width", type=POSITIVE, default=1280, help="capture width for cameras (default: %(default)s)")
     g.add_argument("--height", type=POSITIVE, default=720, help="capture height for cameras (default: %(default)s)")

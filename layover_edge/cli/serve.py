@@ -6,7 +6,7 @@ import sys
 
 from layover_edge.core.config import ServeConfig
 
-from .common import DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY
+from .common import NONNEGATIVE, POSITIVE, PROBABILITY, add_backend_args
 
 S = ServeConfig()
 
@@ -45,13 +45,7 @@ def add_parsers(sub) -> None:
                         "else 0.5)")
     g.add_argument("--topk", type=NONNEGATIVE, default=S.topk,
                    help="return at most K labels per image, highest first; 0 returns all above threshold (default: 0)")
-    g = p.add_argument_group("backend")
-    g.add_argument("--device", type=DEVICE, default="auto",
-                   help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    g.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                   help="PyTorch checkpoints only: inference precision; fp16/bf16 need CUDA (default: %(default)s)")
-    g.add_argument("--mode", choices=("eager", "graph", "compile"), default="eager",
-                   help="PyTorch checkpoints only: eager, CUDA graphs (CUDA) or torch.compile (default: %(default)s)")
+    add_backend_args(p)
     p.add_argument("--log-file", default=S.log_file,
                    help="tritonserver's own log (default: layover-edge-serve-PID.log in the temporary directory)")
     p.add_argument("--json", action="store_true",
