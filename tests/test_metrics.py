@@ -161,7 +161,7 @@ def test_size_ap_is_sklearn_ap_on_the_images_without_the_other_size(seed):
     scores = np.round(rng.random((n, k)), int(rng.integers(1, 4)))  # coarse rounding: ties
     present, is_small = rng.random((n, k)) < 0.4, rng.random((n, k)) < 0.5
     small, large = present & is_small, present & ~is_small
-    got = size_ap(scores, small, large)
+    got = size_ap(scores, present.astype(int), small, large)
     for name, this, other in (("small", small, large), ("large", large, small)):
         expected = []
         for c in range(k):

@@ -56,7 +56,9 @@ def test_paper_on_the_synthetic_set(tmp_path, capsys):
     entry = res["backbones"]["test_convnext"]
     for m in [*entry["methods"].values(), *entry["taps"].values()]:
         assert 0 <= m["AP_small"] <= 100 and 0 <= m["AP_large"] <= 100
-    assert "## Object-size AP" in (tmp_path / "tables.md").read_text()
+        assert m["hard_images"] == 32 and m["mAP_hard"] == pytest.approx(m["mAP"])  # every scene is a hard instance
+    tables = (tmp_path / "tables.md").read_text()
+    assert "## Object-size AP" in tables and "mAP hard" in tables and "over the 32 validation images" in tables
     # one cache per backbone serves LP and every RM tap
     assert sorted(p.name for p in (tmp_path / "features" / "test_convnext").iterdir()) == ["train", "val"]
 
@@ -66,7 +68,9 @@ def scenes(split, n, classes):
 
 
 def write_coco(root, n_train=40, n_val=24):
-    """COCO 2014 layout; category ids with gaps, an image without annotations, a crowd annotation."""
+    """COCO 2014 layout; category ids with gaps, an image without annotations, a crowd annotation.
+    Areas and boxes are those of 10x larger originals (320 px), so that COCO's size ranges see
+    large, medium and small objects."""
     names = scenes("train", 1, 6).classes
     cats = [{"id": 3 * k + 1, "name": n, "supercategory": "thing"} for k, n in enumerate(names)]
     (root / "annotations").mkdir(parents=True)
@@ -77,13 +81,13 @@ def write_coco(root, n_train=40, n_val=24):
             file = f"COCO_{split}2014_{i:012d}.jpg"
             ds[i][0].save(root / f"{split}2014" / file if (root / f"{split}2014").is_dir()
                           else _mkdir(root / f"{split}2014") / file, quality=95)
-            images.append({"id": i + 1, "file_name": file, "width": 32, "height": 32})
+            images.append({"id": i + 1, "file_name": file, "width": 320, "height": 320})
             if i == 0:
                 continue  # no annotations: dropped from train, all-negative in val
             for o in ds.objects(i):
                 anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cats[o.class_index]["id"],
-                             "iscrowd": int(len(anns) % 7 == 0), "area": float(o.size ** 2),
-                             "bbox": [0, 0, o.size, o.size]})
+                             "iscrowd": int(len(anns) % 7 == 0), "area": float((10 * o.size) ** 2),
+                             "bbox": [0, 0, 10 * o.size, 10 * o.size]})
         (root / "annotations" / f"instances_{split}2014.json").write_text(
             json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return names
@@ -124,8 +128,14 @@ def test_paper_on_coco_and_voc_format_sets(tmp_path, capsys, fmt):
     res = run_paper(["--data", fmt, "--data-root", str(data), "--taps", "1", "2", "--epochs", "1",
                      "--ft-epochs", "0", "--out", str(out)], capsys)
     check_tables(out, res, classes, (1, 2), ft=False)
-    assert "AP_small" not in res["backbones"]["test_convnext"]["methods"]["LP"]  # no object sizes in these files
-    assert "## Object-size AP" not in (out / "tables.md").read_text()
+    lp = res["backbones"]["test_convnext"]["methods"]["LP"]
+    if fmt == "coco2014":  # object sizes from the annotations' areas
+        assert 0 <= lp["AP_small"] <= 100 and 0 <= lp["AP_large"] <= 100 and 0 <= lp["mAP_hard"] <= 100
+        assert 0 < lp["hard_images"] < 24
+        assert "## Object-size AP" in (out / "tables.md").read_text()
+    else:  # VOC has no object sizes
+        assert "AP_small" not in lp and "mAP_hard" not in lp
+        assert "## Object-size AP" not in (out / "tables.md").read_text()
     splits = ("train", "val") if fmt == "coco2014" else ("trainval", "test")
     assert sorted(p.name for p in (out / "features" / "test_convnext").iterdir()) == sorted(splits)
     n_train = res["data"]["train_images"]

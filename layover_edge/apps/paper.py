@@ -10,8 +10,9 @@ best epoch of each on the validation split, and write the paper's tables (``tabl
 * Table 2: mAP per tap (RM@1, RM@2, ...) beside LP and FT, one column per backbone;
 * Table 3: the classes with the largest mean α (RM@1), with their LP and RM AP;
 * Table 4: per-class AP, LP vs RM@1, sorted by LP AP, with the difference;
-* where the data set knows its objects' sizes: AP on small and on large objects, mean α and cost
-  of every method and tap;
+* where the data set knows its objects' sizes: AP on small and on large objects, the mAP of the
+  hard instances (images holding both a small and a large object), mean α and cost of every method
+  and tap;
 
 plus the hard-instance gallery and an EigenCAM grid of its first images (Figure 2). With a time
 budget (``budget_s``), FT's epochs are capped to what LP and RM leave, from its first steps timed.
@@ -94,7 +95,7 @@ def run_method(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path,
                                      device)
     pred = {k: v.numpy() for k, v in result.predictions.items()}
     m = multilabel_metrics(pred["scores"], pred["targets"])
-    sizes = size_metrics(val_ds, pred["scores"], readable_rows(val_ds, result.skipped["val"]))
+    sizes = size_metrics(val_ds, pred["scores"], readable_rows(val_ds, result.skipped["val"]), pred["targets"])
     entry = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in sizes.items() if not k.endswith("per_class")} | {
         "params_trainable": count_params(cfg)["trainable"], "train_seconds": round(result.seconds, 2),
         "best_epoch": result.best_epoch, "epochs": tcfg.epochs, "epochs_run": len(result.history),
@@ -261,7 +262,7 @@ def table2(results: dict) -> str:
     return format_table(rows, list(bbs), first="mAP")
 
 
-SIZE_COLUMNS = ("mAP", "AP small", "AP large", "mean α", "Params", "train s")
+SIZE_COLUMNS = ("mAP", "AP small", "AP large", "mAP hard", "mean α", "Params", "train s")
 
 
 def size_rows(entry: dict) -> dict[str, dict]:
@@ -269,17 +270,21 @@ def size_rows(entry: dict) -> dict[str, dict]:
     rows = {}
     for name, m in {**{k: v for k, v in entry["methods"].items() if k != "RM"}, **entry["taps"]}.items():
         rows[name] = {"mAP": m["mAP"], "AP small": m.get("AP_small"), "AP large": m.get("AP_large"),
+                      "mAP hard": m.get("mAP_hard"),
                       "mean α": f"{m['alpha_mean']:.2g}" if "alpha_mean" in m else None,
                       "Params": f"{m['params_trainable']:,}", "train s": m["train_seconds"]}
     return rows
 
 
 def size_table(results: dict) -> str | None:
-    """AP on small and on large objects per backbone, method and tap; None without object sizes."""
+    """AP on small and on large objects and hard-instance mAP per backbone, method and tap, with the
+    number of hard instances; None without object sizes."""
     rows = {f"{bb} {name}": row for bb, entry in results["backbones"].items() for name, row in size_rows(entry).items()}
     if not any(r["AP small"] is not None for r in rows.values()):
         return None
-    return format_table(rows, SIZE_COLUMNS)
+    hard = {e["methods"]["LP"].get("hard_images") for e in results["backbones"].values()}
+    return (format_table(rows, SIZE_COLUMNS) + f"\n\nmAP hard: the mAP over the {', '.join(map(str, sorted(hard)))} "
+            f"validation images that hold both a small and a large object.")
 
 
 def _values(d: dict) -> dict[str, float]:
@@ -313,7 +318,8 @@ def tables_markdown(results: dict, top_alpha: int = 8) -> str:
              "\n## Table 2: mAP by tap\n", table2(results)]
     sizes = size_table(results)
     if sizes:
-        parts += ["\n## Object-size AP, mean α at the best epoch and cost, per method and tap\n", sizes]
+        parts += ["\n## Object-size AP, hard-instance mAP, mean α at the best epoch and cost, per method and tap\n",
+                  sizes]
     for bb, entry in results["backbones"].items():
         parts += [f"\n## Table 3: {bb}: classes with the largest mean α ({entry['rm']})\n", table3(entry, top_alpha),
                   f"\n## Table 4: {bb}: per-class AP, LP vs {entry['rm']}, sorted by LP AP\n", table4(entry)]

@@ -100,7 +100,7 @@ Whole demo: {results['seconds']} s. {_ft_text(results)}
 """
     if sizes:
         text += f"""
-## AP on small and on large objects, mean α at the best epoch, per method and tap
+## AP on small and on large objects, hard-instance mAP, mean α at the best epoch, per method and tap
 
 {sizes}
 """

@@ -14,6 +14,11 @@ Conventions, and how they relate to prior work (ML-GCN, ASL and the official Lay
   them from the ``train`` split only and keeps them as all-negative elsewhere, so evaluation
   sees every image: a model that tags an empty street scene with "car" loses precision, as it
   should. Pass ``drop_empty=True`` to evaluate exactly like ML-GCN / ASL.
+* Object sizes (``size_masks``, for small-/large-object AP and the hard instances) follow COCO's
+  own evaluation: an annotation's ``area`` field (the segmentation area in COCO's files; w·h for
+  boxes converted from YOLO) against the thresholds 32² and 96² px: small < 32² <= medium <= 96² <
+  large. Crowd annotations have no size: COCO's evaluation ignores them at every area range. A file
+  whose annotations lack ``area`` has no object sizes.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import contextlib
 import io
 from collections import Counter
 from pathlib import Path
+
+import math
 
 import numpy as np
 
@@ -31,6 +38,12 @@ from .files import FileDataset
 
 YEARS = (2014, 2017)
 SPLITS = ("train", "val")
+# pycocotools 2.0.11 cocoeval.py, Params.setDetParams: areaRng = [[0, 1e5²], [0, 32²], [32², 96²],
+# [96², 1e5²]] for 'all', 'small', 'medium', 'large'; evaluateImg ignores a ground truth with
+# area < aRng[0] or > aRng[1], so its ranges are closed and an area of exactly 32² (96²) counts as
+# both small and medium (medium and large) there. Here each object has one size: small < 32², large
+# > 96², as COCO's detection-evaluation page (cocodataset.org/#detection-eval) states them.
+SMALL_BELOW, LARGE_ABOVE = 32 ** 2, 96 ** 2
 
 
 def _check_schema(doc, path: Path) -> None:
@@ -51,6 +64,10 @@ def _check_schema(doc, path: Path) -> None:
                 if not isinstance(entry[f], want) or isinstance(entry[f], bool) or entry[f] == "":
                     wanted = "a non-empty string" if want is str else "an integer"
                     raise LayoverError(f"{path}: {key}[{n}].{f} must be {wanted}, got {str(entry[f])[:40]!r}")
+    for n, a in enumerate(doc["annotations"]):
+        area = a.get("area", 0)
+        if not isinstance(area, (int, float)) or isinstance(area, bool) or not math.isfinite(area) or area < 0:
+            raise LayoverError(f"{path}: annotations[{n}].area must be a number >= 0 (pixels), got {str(area)[:40]!r}")
     if not doc["categories"]:
         raise LayoverError(f"{path}: no categories")
     for key, field in (("images", "id"), ("categories", "id"), ("categories", "name")):
@@ -92,12 +109,16 @@ class CocoDataset(FileDataset):
         column = {c: k for k, c in enumerate(cat_ids)}
         img_ids = sorted(coco.getImgIds())
         targets = np.zeros((len(img_ids), len(cat_ids)), np.int8)
+        small, large = np.zeros(targets.shape, bool), np.zeros(targets.shape, bool)
         for row, img_id in enumerate(img_ids):
             for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=None)):
                 if a["category_id"] not in column:
                     raise LayoverError(f"{ann}: annotation {a.get('id')} has category_id {a['category_id']}, "
                                        f"which is not among the file's categories")
                 targets[row, column[a["category_id"]]] = 1
+                if not a.get("iscrowd") and "area" in a:
+                    small[row, column[a["category_id"]]] |= a["area"] < SMALL_BELOW
+                    large[row, column[a["category_id"]]] |= a["area"] > LARGE_ABOVE
         drop = split == "train" if drop_empty is None else drop_empty
         keep = targets.any(axis=1) if drop else np.ones(len(img_ids), bool)
         images = coco.loadImgs(img_ids)
@@ -105,3 +126,13 @@ class CocoDataset(FileDataset):
         super().__init__(root, files, targets[keep], [c["name"] for c in coco.loadCats(cat_ids)], split,
                          str(ann), {"year": year, "drop_empty": bool(drop)}, missing)
         self.image_ids = [i for i, k in zip(img_ids, keep) if k]
+        sized = all("area" in a for a in doc["annotations"])
+        self._sizes = (small[keep], large[keep]) if sized else None
+
+    def size_masks(self, indices=None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(small, large): (len(indices), K) bool, whether each image holds a small / large object of
+        each class (``training.metrics.size_ap``); None where the file gives no areas."""
+        if self._sizes is None:
+            return None
+        rows = np.arange(len(self)) if indices is None else np.asarray(indices, int)
+        return self._sizes[0][rows], self._sizes[1][rows]

@@ -48,12 +48,12 @@ def score_split(checkpoint: str | Path, dataset, batch_size: int = 64, workers: 
                   skipped_report(dataset, distributed.gather_skipped(batches.skipped)))
 
 
-def size_metrics(dataset, scores: np.ndarray, rows) -> dict:
-    """AP on small and on large objects (``metrics.size_ap``) where ``dataset`` knows its objects'
-    sizes (``size_masks``), else nothing; ``rows`` are the data set indices of the score rows."""
-    if not hasattr(dataset, "size_masks"):
-        return {}
-    return size_ap(scores, *dataset.size_masks(rows))
+def size_metrics(dataset, scores: np.ndarray, rows, targets: np.ndarray) -> dict:
+    """``metrics.size_ap`` where ``dataset`` knows its objects' sizes (``size_masks``), else nothing:
+    AP_small, AP_large (and their per-class lists), mAP_hard and hard_images. ``rows`` are the data
+    set indices of the score rows, ``targets`` the rows' targets."""
+    masks = dataset.size_masks(rows) if hasattr(dataset, "size_masks") else None
+    return {} if masks is None else size_ap(scores, targets, *masks)
 
 
 def readable_rows(dataset, unreadable: list[dict]) -> list[int]:
@@ -65,12 +65,12 @@ def readable_rows(dataset, unreadable: list[dict]) -> list[int]:
 def evaluate(checkpoint: str | Path, dataset, threshold: float | None = None, batch_size: int = 64,
              workers: int = 0, device: str = "auto") -> dict:
     """mAP, CP, CR, CF1, OP, OR, OF1 (the paper's conventions), per-class AP, AP on small and large
-    objects where the data set knows them, and, for RM, the mean gate α. ``threshold``: one value
-    for every class (default: the checkpoint's, else 0.5)."""
+    objects and the mAP of the hard instances where the data set knows its objects' sizes, and, for
+    RM, the mean gate α. ``threshold``: one value for every class (default: the checkpoint's, else 0.5)."""
     s = score_split(checkpoint, dataset, batch_size, workers, device)
     thresholds = threshold if threshold is not None else (s.cfg.thresholds or 0.5)
     m = multilabel_metrics(s.scores, s.targets, thresholds)
-    m |= size_metrics(dataset, s.scores, readable_rows(dataset, s.unreadable))
+    m |= size_metrics(dataset, s.scores, readable_rows(dataset, s.unreadable), s.targets)
     m["unreadable"] = s.unreadable
     m["per_class"] = dict(zip(s.cfg.labels, m["AP"]))
     m["method"] = s.cfg.method
@@ -82,7 +82,8 @@ def evaluate(checkpoint: str | Path, dataset, threshold: float | None = None, ba
 
 
 def evaluation_text(m: dict, title: str, split: str) -> str:
-    columns = (*METRIC_KEYS, *(k for k in ("AP_small", "AP_large", "alpha_mean") if k in m))
+    extra = ("AP_small", "AP_large", "mAP_hard", "hard_images", "alpha_mean")
+    columns = (*METRIC_KEYS, *(k for k in extra if k in m))
     row = m | ({"alpha_mean": f"{m['alpha_mean']:.3g}"} if "alpha_mean" in m else {})
     return (f"{title}: {m['num_images']} images, {len(m['unreadable'])} unreadable\n\n"
             f"{format_table({m['method'].upper(): row}, columns)}" + skipped_text({split: m["unreadable"]}))

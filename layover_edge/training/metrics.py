@@ -18,11 +18,14 @@ all deliberate:
   ASL and ML-Decoder report the *mean of per-class F1* instead, which is never larger;
   numbers from those papers are not directly comparable.
 
-Object-size AP (``size_ap``), for data sets that know their objects' sizes: for class c and size S
-(small or large) the positives are the images with a c object of size S, the images whose c object
-has the other size are ignored, the negatives are unchanged; AP_S(c) is the ordinary AP over that
-column and small (large) AP the mean over the classes with such positives. It answers how well the
-images with a *small* c rank against the images without c, the paper's hard instances.
+Object-size metrics (``size_ap``), for data sets that know their objects' sizes (small, medium,
+large: COCO's area ranges, see ``data.coco``): for class c and size S (small or large) the positives
+are the images holding a c object of size S, the images holding c only at other sizes are ignored,
+the negatives (images without c) are unchanged; AP_S(c) is the ordinary AP over that column and
+small (large) AP the mean over the classes with such positives. It answers how well the images with
+a *small* c rank against the images without c. The *hard instances* are the images holding both a
+small and a large object, of any classes (the paper's pilot study); hard mAP is the ordinary mAP
+over that subset of images.
 """
 
 from __future__ import annotations
@@ -121,19 +124,32 @@ def multilabel_metrics(scores: Any, targets: Any,
     }
 
 
-def size_ap(scores: Any, small: Any, large: Any) -> dict[str, Any]:
-    """``AP_small``, ``AP_large`` (percent; NaN without such positives) and their per-class lists.
+def size_ap(scores: Any, targets: Any, small: Any, large: Any) -> dict[str, Any]:
+    """``AP_small``, ``AP_large`` with their per-class lists, ``mAP_hard`` (percent; NaN without
+    such positives or images) and ``hard_images``, the number of hard instances.
 
-    small, large: (num_images, K) bool, whether image i holds a small / large object of class k
-    (``SyntheticScenes.size_masks``); an image may hold both sizes of one class only in neither."""
-    s = _to_numpy(scores)
+    targets: (num_images, K) in {1, 0, -1}; small, large: (num_images, K) bool, whether image i holds
+    a small / large object of class k (``size_masks`` of ``SyntheticScenes`` and ``CocoDataset``).
+    An image holding k at both sizes is a positive of both; one holding it only at medium size
+    (or with no known size) is ignored in both."""
+    s, t = _to_numpy(scores), _to_numpy(targets)
     small, large = _to_numpy(small).astype(bool), _to_numpy(large).astype(bool)
-    if not (s.shape == small.shape == large.shape):
-        raise ValueError(f"scores {s.shape} and size masks {small.shape}, {large.shape} differ in shape")
+    if not (s.shape == t.shape == small.shape == large.shape):
+        raise ValueError(f"scores {s.shape}, targets {t.shape} and size masks {small.shape}, {large.shape} "
+                         f"differ in shape")
+    if ((small | large) & (t != 1)).any():
+        raise ValueError("a size mask marks an object of a class that the image's targets do not hold")
     out: dict[str, Any] = {}
-    for name, this, other in (("small", small, large), ("large", large, small)):
-        ap = 100 * average_precision(s, np.where(this, 1, np.where(other, -1, 0)))
-        has = ~np.isnan(ap)
-        out[f"AP_{name}"] = float(ap[has].mean()) if has.any() else float("nan")
-        out[f"AP_{name}_per_class"] = ap.tolist()
+    for name, this in (("small", small), ("large", large)):
+        ap = 100 * average_precision(s, np.where(this, 1, np.where(t == 0, 0, -1)))
+        out[f"AP_{name}"], out[f"AP_{name}_per_class"] = _mean_over_classes(ap), ap.tolist()
+    hard = small.any(axis=1) & large.any(axis=1)
+    out["mAP_hard"] = _mean_over_classes(100 * average_precision(s[hard], t[hard]))
+    out["hard_images"] = int(hard.sum())
     return out
+
+
+def _mean_over_classes(ap: np.ndarray) -> float:
+    """The mean of per-class AP over the classes that have positives (NaN where none has)."""
+    has = ~np.isnan(ap)
+    return float(ap[has].mean()) if has.any() else float("nan")
