@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         r = run_one(cfg, tcfg, data, out / "runs" / bb / name, out / "features" / bb)
         print(f"{bb} {label} @{tap} seed {seed}: test mAP {r['mAP']:.2f}, small {r['small AP']:.2f}, "
-              f"large {r['large AP']:.2f}, hard {r['hard mAP']:.2f}, α {r['mean α']}, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+              f"large {r['large AP']:.2f}, hard {r['hard mAP']:.2f}, α {r['mean α']}, "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
         results[tuple(key)] = r
         with log.open("a") as f:
             f.write(json.dumps({"key": list(key), "result": r}) + "\n")

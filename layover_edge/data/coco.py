@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections import Counter
 from pathlib import Path
-
-import math
 
 import numpy as np
 
@@ -38,11 +37,12 @@ from .files import FileDataset
 
 YEARS = (2014, 2017)
 SPLITS = ("train", "val")
-# pycocotools 2.0.11 cocoeval.py, Params.setDetParams: areaRng = [[0, 1e5²], [0, 32²], [32², 96²],
-# [96², 1e5²]] for 'all', 'small', 'medium', 'large'; evaluateImg ignores a ground truth with
-# area < aRng[0] or > aRng[1], so its ranges are closed and an area of exactly 32² (96²) counts as
-# both small and medium (medium and large) there. Here each object has one size: small < 32², large
-# > 96², as COCO's detection-evaluation page (cocodataset.org/#detection-eval) states them.
+# pycocotools 2.0.11 cocoeval.py, Params.setDetParams (line 509): areaRng = [[0, 1e5²], [0, 32²],
+# [32², 96²], [96², 1e5²]] for 'all', 'small', 'medium', 'large'; evaluateImg (line 251) ignores a
+# ground truth with area < aRng[0] or > aRng[1] (and a crowd at every range, line 109), so its ranges
+# are closed and an area of exactly 32² (96²) counts as both small and medium (medium and large)
+# there. Here each object has one size: small < 32², large > 96², as COCO's detection-evaluation
+# page (cocodataset.org/#detection-eval) states them.
 SMALL_BELOW, LARGE_ABOVE = 32 ** 2, 96 ** 2
 
 
