@@ -135,12 +135,34 @@ def load(path: str | Path, device: str = "auto", precision: str = "fp32", mode: 
 
 def train(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", cache: str | Path | None = None,
           resume: bool = False, progress: bool = True, overwrite: bool = False, **options):
-    """Train LP / RM / FT (``method``, ``tap``, ``rs``, ``weights``, ``image_size``, ... and the
-    recipe: ``epochs``, ``lr``, ``batch_size``, ...) as ``layover-edge train`` does; returns the
-    run's summary, text and best model (``.summary``, ``.text``, ``.model``). A folder that holds a
-    run needs ``resume`` or ``overwrite``."""
-    from layover_edge.data.loading import paper_image_size
+    """Train LP / RM / concat / FT (``method``, ``tap``, ``rs``, ``weights``, ``image_size``, ... and
+    the recipe: ``recipe``, ``steps``, ``sweep_lrs``, ``budget_s``, ``epochs``, ``batch_size``, ...) as
+    ``layover-edge train`` does; returns the run's summary, text and best model (``.summary``,
+    ``.text``, ``.model``). ``method="auto"`` selects the best head instead (``select``). A folder
+    that holds a run needs ``resume`` or ``overwrite``."""
     from layover_edge.training.run import train as run
+    if options.get("method") == "auto":
+        if resume:
+            raise LayoverError("method='auto' has no resume: run it again, it is deterministic")
+        options.pop("method")
+        return select(backbone, out, data, cache, progress=progress, overwrite=overwrite, **options)
+    cfg, tcfg, train_ds, val_ds = _run_options(backbone, data, options)
+    return run(cfg, tcfg, train_ds, val_ds, out, cache, resume, progress, overwrite)
+
+
+def select(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", cache: str | Path | None = None,
+           taps: list[int] | None = None, progress: bool = True, overwrite: bool = False, **options):
+    """LP, RM in both mixes and concat at every tap (or ``taps``), each swept from one feature cache,
+    the best by validation mAP kept as ``OUT/best`` (``layover-edge train --method auto``); returns a
+    ``Selection`` (``.rows``, ``.winner``, ``.checkpoint``, ``.text``)."""
+    from layover_edge.training.select import select as run
+    cfg, tcfg, train_ds, val_ds = _run_options(backbone, data, options | {"method": "lp"})
+    return run(cfg, tcfg, train_ds, val_ds, out, cache, taps, progress=progress, overwrite=overwrite)
+
+
+def _run_options(backbone: str, data, options: dict):
+    """(ModelConfig, TrainConfig, training split, validation split) from the keyword options."""
+    from layover_edge.data.loading import paper_image_size
     model_opts, train_opts, data_opts = _split_options(
         options, _names(ModelConfig) - {"backbone", "num_classes", "labels"}, _names(TrainConfig), _names(DataSpec))
     spec = _data(data, data_opts)
@@ -148,7 +170,7 @@ def train(backbone: str, out: str | Path, data: str | DataSpec = "synthetic", ca
     model_opts.setdefault("image_size", paper_image_size(backbone))
     cfg = ModelConfig(backbone=backbone, num_classes=len(train_ds.classes), labels=list(train_ds.classes),
                       **model_opts)
-    return run(cfg, TrainConfig(**train_opts), train_ds, val_ds, out, cache, resume, progress, overwrite)
+    return cfg, TrainConfig(**train_opts), train_ds, val_ds
 
 
 def evaluate(checkpoint: str | Path, data: str | DataSpec = "synthetic", split: str | None = None,

@@ -148,7 +148,7 @@ def test_paper_on_coco_and_voc_format_sets(tmp_path, capsys, fmt):
 
 
 def test_ft_epochs_are_planned_within_the_budget_and_the_report_says_so():
-    from layover_edge.apps.paper import plan_ft
+    from layover_edge.training.schedule import plan_ft
     from layover_edge.apps.reports import _ft_text
     from layover_edge.core.config import ModelConfig, TrainConfig
     from layover_edge.models import resolve_config

@@ -28,19 +28,20 @@ from pathlib import Path
 import numpy as np
 
 from layover_edge.core import distributed
-from layover_edge.core.config import MIXES, ModelConfig, TrainConfig
+from layover_edge.core.config import MIXES, RECIPES, ModelConfig, TrainConfig
 from layover_edge.core.device import resolve_device
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import write_json, write_text
 from layover_edge.core.tables import format_table
 from layover_edge.data.loading import paper_image_size
-from layover_edge.models import build_model, count_params, resolve_config
-from layover_edge.training.batches import image_batches, split_batches
+from layover_edge.models import count_params, resolve_config
+from layover_edge.training.batches import split_batches
 from layover_edge.training.evaluate import readable_rows, size_metrics
 from layover_edge.training.features import FeatureCache
-from layover_edge.training.loop import forward_batch, predict, soft_margin_loss
+from layover_edge.training.loop import predict
 from layover_edge.training.metrics import METRIC_KEYS, multilabel_metrics
 from layover_edge.training.run import train_run
+from layover_edge.training.schedule import ft_epochs, plan_ft, stop_before
 
 from .cam import save_cam_grid
 from .gallery import hard_instances, save_gallery
@@ -53,8 +54,9 @@ class PaperConfig:
     taps: tuple[int, ...] = (1, 2, 3)
     mixes: tuple[str, ...] = MIXES  # RM at every tap in each; the first listed is Table 1's RM
     concat: bool = False          # also the one-tap concat baseline at every tap
-    epochs: int = 30              # LP, RM and concat (paper A.2)
-    ft_epochs: int = 30           # 0 skips FT (the expensive column); a budget may cap it
+    recipe: str = RECIPES[0]      # sweep: heads swept from the cache; paper: A.2 exactly (TrainConfig)
+    epochs: int = 30              # LP, RM and concat under the paper's recipe (A.2)
+    ft_epochs: int = 30           # FT at most (paper: exactly); 0 skips FT (the expensive column); a budget may cap it
     budget_s: float | None = None  # wall-clock seconds for one backbone: FT gets what the rest leaves
     image_size: int | None = None  # None: the paper's size for BiT (448), else timm's config
     mean: tuple[float, float, float] | None = None
@@ -99,6 +101,9 @@ def run_method(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path,
     entry = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in sizes.items() if not k.endswith("per_class")} | {
         "params_trainable": count_params(cfg)["trainable"], "train_seconds": round(result.seconds, 2),
         "best_epoch": result.best_epoch, "epochs": tcfg.epochs, "epochs_run": len(result.history),
+        "best_at": (f"step {result.sweep['step']}/{result.sweep['steps']}" if result.sweep
+                    else f"epoch {result.best_epoch}/{tcfg.epochs}"),
+        **({"sweep": {k: v for k, v in result.sweep.items() if k != "grid"}} if result.sweep else {}),
         "AP": dict(zip(cfg.labels, m["AP"])),
         "checkpoint": str(result.checkpoint), "unreadable": result.skipped}
     if cfg.method in ("rm", "ft"):
@@ -107,50 +112,6 @@ def run_method(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: Path,
         entry["alpha_mean"] = float(pred["alpha"].mean())
         entry["alpha_per_class"] = dict(zip(cfg.labels, mean_alpha_per_class(pred["alpha"], pred["targets"])))
     return entry, pred
-
-
-# FT's epochs are planned from its first steps timed, with this margin for a machine whose load
-# changes while it trains (on the shared 2-core machines it moved by 10-20 % within minutes, and
-# up to 3x over hours: no margin covers that, a budget is a plan, not a guarantee).
-FT_SAFETY = 1.15
-
-
-def seconds_per_ft_step(cfg: ModelConfig, tcfg: TrainConfig, train_ds, steps: int = 2) -> float:
-    """Wall-clock seconds of one FT training step (forward, backward) on one batch of ``train_ds``,
-    after one warm-up step: what an FT epoch will cost per batch on this machine, now."""
-    model = build_model(cfg).to(resolve_device(tcfg.device)).train()
-    inputs, y = next(iter(image_batches(cfg, train_ds, tcfg.batch_size, shuffle=False)))
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        logits, _ = forward_batch(model, inputs, resolve_device(tcfg.device))
-        soft_margin_loss(logits, y.to(logits.device)).backward()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
-
-
-def plan_ft(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, budget_s: float, predict_rate: float) -> dict:
-    """FT's epochs within ``budget_s`` seconds: each epoch trains on every batch and predicts the
-    validation split (at ``predict_rate`` images/s, the frozen backbone's). ``epochs`` 0 means not
-    even one fits."""
-    step_s = seconds_per_ft_step(cfg, tcfg, train_ds)
-    epoch_s = math.ceil(len(train_ds) / tcfg.batch_size) * step_s + len(val_ds) / predict_rate
-    fits = int(budget_s / (epoch_s * FT_SAFETY))
-    return {"budget_s": round(budget_s, 1), "step_s": round(step_s, 3), "epoch_s": round(epoch_s, 1),
-            "requested_epochs": tcfg.epochs, "epochs": max(0, min(tcfg.epochs, fits))}
-
-
-def stop_before(deadline: float):
-    """An ``on_epoch`` that ends training when the next epoch, as long as the last one, would end
-    after ``deadline`` (a time.perf_counter value): the guard a plan made on a machine whose load
-    then rose needs."""
-    last = [time.perf_counter()]
-
-    def on_epoch(row: dict) -> bool:
-        now = time.perf_counter()
-        took, last[0] = now - last[0], now
-        return now + took > deadline
-    return on_epoch
 
 
 def predict_rate(cache: Path, split: str) -> float:
@@ -167,8 +128,8 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
     base = resolve_config(ModelConfig(backbone=backbone, weights=weights, num_classes=len(labels), labels=labels,
                                       image_size=pc.image_size or paper_image_size(backbone), mean=pc.mean,
                                       std=pc.std, interpolation=pc.interpolation))
-    tcfg = TrainConfig(epochs=pc.epochs, batch_size=pc.batch_size, num_workers=pc.num_workers, seed=pc.seed,
-                       device=pc.device)
+    tcfg = TrainConfig(recipe=pc.recipe, epochs=pc.epochs, batch_size=pc.batch_size, num_workers=pc.num_workers,
+                       seed=pc.seed, device=pc.device)
     cache, runs = out / "features" / slug(backbone), out / "runs" / slug(backbone)
     methods, taps, preds = {}, {}, {}
     methods["LP"], preds["LP"] = run_method(replace(base, method="lp"), tcfg, train_ds, val_ds, runs / "lp", cache,
@@ -186,8 +147,9 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
     methods["RM"] = taps[rm_key]
     entry = {"weights": weights, "image_size": base.image_size, "rm": rm_key, "methods": methods, "taps": taps}
     if pc.ft_epochs:
-        ft, ft_tcfg = replace(base, method="ft", tap=pc.taps[0], mix=pc.mixes[0]), replace(tcfg, epochs=pc.ft_epochs)
-        epochs, guard = pc.ft_epochs, None
+        ft = replace(base, method="ft", tap=pc.taps[0], mix=pc.mixes[0])
+        epochs, guard = ft_epochs(replace(tcfg, epochs=pc.ft_epochs), len(train_ds)), None
+        ft_tcfg = replace(tcfg, epochs=epochs)
         if pc.budget_s is not None:
             left = pc.budget_s - (time.perf_counter() - t_start)
             entry["ft_plan"] = plan_ft(ft, ft_tcfg, train_ds, val_ds, left, predict_rate(cache, val_split(val_ds)))
@@ -314,7 +276,7 @@ def tables_markdown(results: dict, top_alpha: int = 8) -> str:
     d = results["data"]
     parts = [f"# Paper tables: {d['name']} ({d['train_images']} training, {d['val_images']} validation images, "
              f"{len(d['classes'])} classes)\n",
-             "## Table 1: methods (best epoch by validation mAP; RM = RM@1)\n", table1(results),
+             "## Table 1: methods (best head, step or epoch by validation mAP; RM = RM@1)\n", table1(results),
              "\n## Table 2: mAP by tap\n", table2(results)]
     sizes = size_table(results)
     if sizes:

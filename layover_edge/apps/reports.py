@@ -74,8 +74,8 @@ def write_report(results: dict, out: Path) -> Path:
     lp, rm, rm_name = methods["LP"], methods["RM"], results["rm"]
     tables = {"backbones": {cfg["backbone"]: results}}
     cost = format_table({k: {"Params (M)": f"{v['params_trainable'] / 1e6:.3f}", "train s": v["train_seconds"],
-                             "best epoch": f"{v['best_epoch']}/{v['epochs']}"} for k, v in methods.items()},
-                        ("Params (M)", "train s", "best epoch"))
+                             "best at": v["best_at"]} for k, v in methods.items()},
+                        ("Params (M)", "train s", "best at"))
     sizes = size_table(tables)
     plot = plot_per_class_ap(lp["AP"], rm["AP"], rm_name, out / "per_class_ap.png")
     text = f"""# layover-edge demo: LP vs RM vs FT on synthetic hard instances
@@ -86,7 +86,7 @@ Whole demo: {results['seconds']} s. {_ft_text(results)}
 
 {_headline(results)}
 
-## Table 1: methods (best epoch by validation mAP)
+## Table 1: methods (best head, step or epoch by validation mAP)
 
 {table1(tables)}
 

@@ -51,14 +51,17 @@ PERCENT = arg_type(partial(checks.number, low=0, high=100), float, "a number")
 DEVICE = arg_type(check_device, str)
 
 
-def add_model_args(p: argparse.ArgumentParser, method: bool = True) -> None:
+def add_model_args(p: argparse.ArgumentParser, method: bool = True, auto: bool = False) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--backbone", required=True, help="timm model name, e.g. resnetv2_50x3_bit.goog_in21k")
     g.add_argument("--weights", default="pretrained", help=WEIGHTS_HELP)
     if method:
-        g.add_argument("--method", choices=METHODS, default="rm",
+        g.add_argument("--method", choices=(*METHODS, "auto") if auto else METHODS, default="rm",
                        help="lp: linear probe; rm: the Layover head; ft: fine-tune everything; concat: the one-tap "
-                            "baseline, a linear head on z and the standardised pooled tap (default: %(default)s)")
+                            "baseline, a linear head on z and the standardised pooled tap"
+                            + ("; auto: sweep LP, RM in both mixes and concat at every tap (--taps) from one "
+                               "cache, keep the best on validation as OUT/best and write OUT/selection.md"
+                               if auto else "") + " (default: %(default)s)")
         g.add_argument("--tap", type=POSITIVE, default=1,
                        help="stage whose output feeds the RM branch, the paper's @k (default: %(default)s)")
         g.add_argument("--rs", choices=RS_VARIANTS, default="linear",

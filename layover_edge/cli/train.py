@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from layover_edge.core.config import METHODS, MIXES, RS_VARIANTS, ModelConfig, TrainConfig
+from layover_edge.core.config import METHODS, MIN_STEPS, MIXES, RECIPES, RS_VARIANTS, ModelConfig, TrainConfig
+from layover_edge.core.errors import LayoverError
 from layover_edge.training.thresholds import OBJECTIVES
 
 from .common import (
@@ -59,7 +60,9 @@ def cmd_features(args) -> int:
 
 
 def train_config(args) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, backbone_lr=args.backbone_lr,
+    return TrainConfig(recipe=args.recipe, steps=args.steps, sweep_lrs=tuple(args.lr_grid),
+                       sweep_weight_decays=tuple(args.wd_grid), budget_s=args.budget, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, backbone_lr=args.backbone_lr,
                        weight_decay=args.weight_decay, num_workers=args.workers, seed=args.seed,
                        device=args.device, amp=not args.no_amp)
 
@@ -68,6 +71,18 @@ def cmd_train(args) -> int:
     from layover_edge.core import distributed
     with distributed.session():
         train_ds, val_ds = dataset(args, "train"), dataset(args, "val")
+        if args.method == "auto":
+            if args.recipe != "sweep" or args.resume:
+                raise LayoverError("--method auto sweeps every head from the cache: it takes neither --recipe paper "
+                                   "nor --resume (run it again: it is deterministic)")
+            from layover_edge.training.select import select
+            cfg = model_config(args, train_ds, method="lp")
+            chosen = select(cfg, train_config(args), train_ds, val_ds, args.out, args.cache, args.taps,
+                            progress=not args.quiet, overwrite=args.overwrite)
+            if distributed.is_main():
+                emit(args, {"winner": chosen.winner, "checkpoint": str(chosen.checkpoint),
+                            "seconds": round(chosen.seconds, 2), "rows": chosen.rows}, chosen.text)
+            return 0
         from layover_edge.training.run import train
         cfg = model_config(args, train_ds, method=args.method, tap=args.tap, rs=args.rs, mix=args.mix)
         done = train(cfg, train_config(args), train_ds, val_ds, args.out, args.cache, args.resume, not args.quiet,
@@ -134,19 +149,42 @@ def add_parsers(sub) -> None:
     add_run_args(p)
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("train", help="train LP, RM or FT and keep the best epoch",
-                       description="Train with the paper's recipe; LP and RM train from the feature cache.")
-    add_model_args(p)
+    p = sub.add_parser("train", help="train LP, RM, concat or FT, or select the best head (--method auto)",
+                       description="Train a head. LP, concat and RM train from the feature cache as a sweep (one head "
+                                   "per learning rate x weight decay, trained together for a number of steps scaled "
+                                   "to the data set, the best kept by validation mAP); FT trains from images for as "
+                                   "many steps, within --budget. --recipe paper is the paper's A.2 recipe exactly "
+                                   "(30 OneCycle epochs, best epoch kept).")
+    add_model_args(p, auto=True)
     add_data_args(p)
     add_transform_args(p)
     g = p.add_argument_group("training")
-    g.add_argument("--out", required=True, help="run directory: best/ checkpoint, metrics.json, last.pt")
+    g.add_argument("--out", required=True, help="run directory: best/ checkpoint, metrics.json (+ last.pt for epoch "
+                                                "runs, selection.md and candidates/ for --method auto)")
     g.add_argument("--cache", default=None, help="feature cache directory (default: OUT/features)")
-    g.add_argument("--epochs", type=POSITIVE, default=T.epochs, help="epochs (default: %(default)s)")
-    g.add_argument("--lr", type=POSITIVE_NUMBER, default=T.lr, help="OneCycle max lr of the head (default: %(default)s)")
+    g.add_argument("--recipe", choices=RECIPES, default=T.recipe,
+                   help="sweep: a grid of heads from the cache, steps scaled to the data, the best on validation; "
+                        "paper: the paper's appendix A.2 (--epochs of OneCycle SGD at --lr, --weight-decay) "
+                        "(default: %(default)s)")
+    g.add_argument("--steps", type=POSITIVE, default=None,
+                   help="sweep and FT: optimiser steps (default: 10 passes over the training split, at least "
+                        f"{MIN_STEPS})")
+    g.add_argument("--lr-grid", type=POSITIVE_NUMBER, nargs="+", default=T.sweep_lrs, metavar="LR",
+                   help="sweep: the learning rates tried (default: %(default)s)")
+    g.add_argument("--wd-grid", type=NONNEGATIVE_NUMBER, nargs="+", default=T.sweep_weight_decays, metavar="WD",
+                   help="sweep: the weight decays tried, on standardised features (default: %(default)s)")
+    g.add_argument("--taps", type=POSITIVE, nargs="+", default=None,
+                   help="--method auto: the taps to try (default: every stage)")
+    g.add_argument("--budget", type=POSITIVE_NUMBER, default=None, metavar="SECONDS",
+                   help="FT under the sweep recipe: wall-clock seconds; its epochs are planned from its first "
+                        "steps, timed (default: no limit)")
+    g.add_argument("--epochs", type=POSITIVE, default=T.epochs, help="--recipe paper: epochs (default: %(default)s)")
+    g.add_argument("--lr", type=POSITIVE_NUMBER, default=T.lr,
+                   help="--recipe paper, and FT: OneCycle max lr of the head (default: %(default)s)")
     g.add_argument("--backbone-lr", type=POSITIVE_NUMBER, default=T.backbone_lr,
                    help="OneCycle max lr of the backbone when fine-tuning (default: %(default)s)")
-    g.add_argument("--weight-decay", type=NONNEGATIVE_NUMBER, default=T.weight_decay, help="SGD weight decay (default: %(default)s)")
+    g.add_argument("--weight-decay", type=NONNEGATIVE_NUMBER, default=T.weight_decay,
+                   help="--recipe paper, and FT: SGD weight decay (default: %(default)s)")
     g.add_argument("--seed", type=int, default=T.seed, help="seed for head init and shuffling (default: %(default)s)")
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption")

@@ -10,6 +10,13 @@ from . import checks
 from .errors import LayoverError
 
 METHODS = ("lp", "rm", "ft", "concat")
+# sweep: a grid of heads from the cache, steps scaled to the data, the best on validation (the default);
+# paper: appendix A.2 exactly (30 epochs, OneCycle 0.1), for reproducing the paper's tables
+RECIPES = ("sweep", "paper")
+# The sweep's (and FT's) default length: MIN_EPOCHS passes over the training split, never fewer than MIN_STEPS
+# steps (training/schedule.py says why)
+MIN_STEPS = 400
+MIN_EPOCHS = 10
 # linear: pool, Linear C→N (the official BiT code); pool1d: the paper's eq. 3 for tokens
 RS_VARIANTS = ("linear", "pool1d")
 # How the RM branch ĥ meets the pre-logits z (kernels/reference.py has the maths), the default
@@ -151,9 +158,19 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """The paper's recipe (appendix A.2) plus the official code's unstated choices."""
+    """How heads train. ``recipe`` ``sweep`` (the default) trains the heads that train from the
+    feature cache (LP, concat, RM with the linear RS) as a grid of ``sweep_lrs`` × ``sweep_weight_decays``
+    for ``steps`` optimiser steps and keeps the best on validation (``training/sweep.py``); FT trains
+    for ``steps`` steps, within ``budget_s`` when given. ``paper`` is appendix A.2 exactly (plus the
+    official code's unstated choices): ``epochs`` of OneCycle SGD at ``lr`` and ``weight_decay``,
+    the best epoch kept."""
 
-    epochs: int = 30
+    recipe: str = RECIPES[0]
+    steps: int | None = None        # sweep and FT: None chooses from the data set's size (training/schedule.py)
+    sweep_lrs: tuple[float, ...] = (0.3, 1.0)
+    sweep_weight_decays: tuple[float, ...] = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    budget_s: float | None = None   # FT: wall-clock seconds; its epochs are planned from timed first steps
+    epochs: int = 30                # paper: every method's epochs; sweep: FT's epochs at most
     batch_size: int = 64
     lr: float = 0.1                 # OneCycle max lr for the head
     backbone_lr: float = 0.01       # OneCycle max lr for fine-tuned backbone weights (FT)
@@ -167,6 +184,19 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise LayoverError(f"unknown recipe {self.recipe!r}; choose one of {RECIPES}")
+        if self.steps is not None:
+            checks.positive_int(self.steps, "steps")
+        for name in ("sweep_lrs", "sweep_weight_decays"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or not values:
+                raise LayoverError(f"{name} must be a non-empty list of numbers, got {values!r}")
+            for v in values:
+                (checks.positive_number if name == "sweep_lrs" else checks.nonnegative_number)(v, name)
+            setattr(self, name, tuple(float(v) for v in values))
+        if self.budget_s is not None:
+            checks.positive_number(self.budget_s, "budget_s")
         checks.positive_int(self.epochs, "epochs")
         checks.positive_int(self.batch_size, "batch_size")
         checks.positive_number(self.lr, "lr")

@@ -127,10 +127,14 @@ class FeatureCache:
     def tap_statistics(self, tap: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std of the pooled tap over the readable images: the standardisation
         a residual RM or concat head trains with (σ floored at STD_FLOOR of the mean σ)."""
-        p = self.tensors(tap)[0].double()
-        mean, std = p.mean(0), p.std(0) if len(p) > 1 else torch.ones(p.shape[1], dtype=torch.float64)
-        std = std.clamp_min(max(STD_FLOOR * float(std.mean()), 1e-12))
-        return mean.float(), std.float()
+        return column_statistics(self.tensors(tap)[0])
+
+
+def column_statistics(x: torch.Tensor, floor: float = STD_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and std of ``x`` (rows: images), each std floored at ``floor`` of their mean."""
+    x = x.double()
+    std = x.std(0) if len(x) > 1 else torch.ones(x.shape[1], dtype=torch.float64)
+    return x.mean(0).float(), std.clamp_min(max(floor * float(std.mean()), 1e-12)).float()
 
 
 def _open_arrays(root: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]], fresh: bool) -> dict:

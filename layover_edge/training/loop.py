@@ -113,6 +113,8 @@ class FitResult:
     # the best epoch's validation predictions (``predict``), so callers need not run the split again;
     # None after a resume whose best epoch came before the interruption
     predictions: dict[str, torch.Tensor] | None = None
+    # a sweep's chosen learning rate, weight decay and step, and its grid (``run.sweep_run``); None for an epoch run
+    sweep: dict | None = None
 
 
 def _trainable_state(model: LayoverModel, cfg: ModelConfig) -> dict[str, torch.Tensor]:
