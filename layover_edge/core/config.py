@@ -15,7 +15,7 @@ METHODS = ("lp", "rm", "ft", "concat")
 RECIPES = ("sweep", "paper")
 # The sweep's (and FT's) default length: MIN_EPOCHS passes over the training split, never fewer than MIN_STEPS
 # steps (training/schedule.py says why)
-MIN_STEPS = 400
+MIN_STEPS = 300
 MIN_EPOCHS = 10
 # linear: pool, Linear C→N (the official BiT code); pool1d: the paper's eq. 3 for tokens
 RS_VARIANTS = ("linear", "pool1d")

@@ -3,7 +3,7 @@ FT's time budget.
 
 The paper's 30 epochs were set for 82,081 COCO images (1,283 steps an epoch); on 255 images they
 are 120 steps, and the heads stop long before they converge. ``auto_steps`` asks for
-``MIN_EPOCHS`` passes and never fewer than ``MIN_STEPS`` steps: ~400 steps (100 passes) on a few
+``MIN_EPOCHS`` passes and never fewer than ``MIN_STEPS`` steps: ~300 steps (75 passes) on a few
 hundred images, 10 epochs (12,830 steps at batch 64) on full COCO, as dinov2's linear evaluation
 trains its heads for about 10 epochs of ImageNet.
 
