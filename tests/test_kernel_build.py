@@ -84,7 +84,7 @@ def test_invalid_arguments_need_no_workspace(build_dir):
 
 
 def test_tensorrt_plugin_builds_and_passes_host_checks(build_dir):
-    plugin = build_dir / "liblayover_plugins.so"
+    plugin = build_dir / identity.PLUGIN_LIBRARY
     if not plugin.exists():
         pytest.skip("TensorRT headers not found: set TENSORRT_INCLUDE_DIR to build the plugin")
     lib = ctypes.CDLL(str(plugin))
@@ -120,16 +120,16 @@ def test_static_plugin_library_registers_its_creator_when_dlopened(build_dir):
     registry then, under the plugin's namespace (the one the engine records), not REGISTER_TENSORRT_PLUGIN's ""."""
     if not os.environ.get("TENSORRT_INCLUDE_DIR"):
         pytest.skip("TensorRT headers not found: set TENSORRT_INCLUDE_DIR to build the plugin")
-    assert registered_on_dlopen(build_dir, "liblayover_plugins_static.so") == [
+    assert registered_on_dlopen(build_dir, identity.PLUGIN_LIBRARY_SELF_REGISTERING) == [
         f"PLUGIN CREATOR_V3ONE {identity.PLUGIN_NAME} {identity.PLUGIN_VERSION} {identity.PLUGIN_NAMESPACE} "
         f"namespace={identity.PLUGIN_NAMESPACE}"]
     # the loadLibrary library registers nothing by being opened: what Triton was given before
-    assert registered_on_dlopen(build_dir, "liblayover_plugins.so") == []
+    assert registered_on_dlopen(build_dir, identity.PLUGIN_LIBRARY) == []
     # and the self-registering one offers no getCreators, so loadLibrary cannot register it a second time
-    exported = subprocess.run(["nm", "-D", "--defined-only", str(build_dir / "liblayover_plugins_static.so")],
+    exported = subprocess.run(["nm", "-D", "--defined-only", str(build_dir / identity.PLUGIN_LIBRARY_SELF_REGISTERING)],
                               capture_output=True, text=True, check=True).stdout.split()
     assert "getCreators" not in exported and "getCreators" in subprocess.run(
-        ["nm", "-D", "--defined-only", str(build_dir / "liblayover_plugins.so")],
+        ["nm", "-D", "--defined-only", str(build_dir / identity.PLUGIN_LIBRARY)],
         capture_output=True, text=True, check=True).stdout.split()
 
 
