@@ -25,8 +25,9 @@ from .precision import PrecisionMode, precision_mode
 from .targets import Target, check_dla
 from .trtexec import trtexec_command
 
-TRT_MISSING = ("TensorRT is not installed here (JetPack ships it; elsewhere pip install tensorrt): "
-               "build on the device with the trtexec command above")
+TRT_MISSING = ("TensorRT is not installed here (JetPack ships it; elsewhere pip install 'layover-edge[tensorrt-cu12]' "
+               "for a CUDA 12 driver, [tensorrt-cu13] for CUDA 13, driver 580 or newer): build on the device with "
+               "the trtexec command above")
 
 
 @dataclass
