@@ -20,7 +20,7 @@ from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path, sha256, write_json
 from layover_edge.core.tensorrt import load_plugins
 
-from .head import head_boundary, pin_head
+from .head import float_constants, head_boundary, pin_head
 from .precision import PrecisionMode, precision_mode
 from .targets import Target, check_dla
 from .trtexec import trtexec_command
@@ -124,9 +124,11 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
         names = ", ".join("/".join(n) for n in nodes)
         raise LayoverError(f"{onnx_path.name} holds plugin node(s) {names}: pass --plugins build/liblayover_plugins.so")
     # Before parsing, the head's layers carry their ONNX node names (the export splits its Gemms,
-    # head.split_biased_gemms) and its weights their initializer names: the trtexec list.
+    # head.split_biased_gemms) and its weights their initializer names: the trtexec list (float
+    # weights only: trtexec pins an exact name whatever its type).
     head = set(meta["high_precision_nodes"])
-    pinned = sorted(head | head_boundary(proto.graph, head)[2]) if mode.pin_fp32 else []
+    weights = float_constants(proto.graph, head_boundary(proto.graph, head)[2])
+    pinned = sorted(head | weights) if mode.pin_fp32 else []
     return BuildRequest(onnx_path, Path(engine), precision, target, trt_version, mode, meta, batch,
                         workspace_gb or target.workspace_gb, libs, nodes,
                         Path(timing_cache) if timing_cache else None, dla_core, dynamic=not static, pinned=pinned)
