@@ -18,7 +18,7 @@ from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata
 from layover_edge.artifacts.sidecar import FORMAT, sidecar_path
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path, sha256, write_json
-from layover_edge.core.tensorrt import load_plugins
+from layover_edge.core.tensorrt import library_identity, load_plugins
 
 from .head import float_constants, head_boundary, pin_head
 from .precision import PrecisionMode, precision_mode
@@ -213,7 +213,7 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
         with atomic_path(req.timing_cache) as tmp:
             tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
     sidecar = make_sidecar(req, trt.__version__, device.name, device.compute_capability,
-                           round(time.perf_counter() - t0, 1))
+                           round(time.perf_counter() - t0, 1), library_identity())
     write_json(sidecar_path(req.engine), sidecar)
     return sidecar
 
@@ -242,10 +242,12 @@ def _set_precision(trt, network, config, req: BuildRequest) -> None:
                     else trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
 
 
-def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capability: str, seconds: float) -> dict:
-    """The engine's sidecar: build facts plus the ONNX metadata the runtime needs."""
+def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capability: str, seconds: float,
+                 library: dict | None = None) -> dict:
+    """The engine's sidecar: build facts plus the ONNX metadata the runtime needs; ``library``: the
+    libnvinfer that built it (core.tensorrt.library_identity)."""
     meta = req.meta
-    return {"format": FORMAT, "tensorrt": trt_version, "gpu": gpu, "compute_capability": compute_capability,
+    return {"format": FORMAT, "tensorrt": trt_version, "tensorrt_library": library, "gpu": gpu, "compute_capability": compute_capability,
             "precision": req.precision, "target": req.target.name, "dla_core": req.dla_core,
             "strongly_typed": req.mode.strongly_typed, "tf32": req.mode.tf32, "input": meta["input"], "outputs": meta["outputs"],
             "batch": list(req.batch), "input_shape": [-1, 3, meta["image_size"], meta["image_size"]],

@@ -23,7 +23,7 @@ from layover_edge.artifacts.model_info import ModelInfo
 from layover_edge.artifacts.sidecar import check_compatible, read_sidecar
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import sha256
-from layover_edge.core.tensorrt import load_plugins
+from layover_edge.core.tensorrt import library_identity, load_plugins
 
 from .base import Backend
 
@@ -46,7 +46,8 @@ class TensorRTBackend(Backend):
                                "(use the .onnx file with ONNX Runtime instead)") from None
         from layover_edge.core.cuda import CudaDevice
         self.cuda = CudaDevice(device)
-        check_compatible(self.sidecar, trt.__version__, self.cuda.compute_capability, self.cuda.name)
+        check_compatible(self.sidecar, trt.__version__, self.cuda.compute_capability, self.cuda.name,
+                         library_identity())
         logger = trt.Logger(trt.Logger.WARNING)
         load_plugins(trt, logger, plugins if plugins is not None else self.sidecar["plugins"])
         runtime = trt.Runtime(logger)
@@ -54,7 +55,11 @@ class TensorRTBackend(Backend):
             runtime.DLA_core = int(self.sidecar["dla_core"])
         self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise LayoverError(f"TensorRT could not deserialize {self.path} (see its messages above)")
+            raise LayoverError(f"TensorRT could not deserialize {self.path} (see its messages above); it was built "
+                               f"with TensorRT {self.sidecar['tensorrt']} (libnvinfer "
+                               f"{(self.sidecar.get('tensorrt_library') or {}).get('version', 'unrecorded')}), this "
+                               f"is {trt.__version__}: a plan runs only on the TensorRT build that made it, so "
+                               f"rebuild it here (layover-edge build)")
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise LayoverError(f"TensorRT could not create an execution context for {self.path} (out of memory?)")
