@@ -268,6 +268,28 @@ def test_build_and_run_engine(tmp_path):
 
 
 @needs_trt
+def test_cuda_graphs_alternating_batch_sizes_each_have_their_context(tmp_path):
+    """Batches 4 and 2 alternate (a tail batch): each replays its own graph on its own execution context,
+    and the answers stay right, also with the FP32 build's TF32 off (|Δ| ≤ 1e-5)."""
+    import tensorrt as trt
+
+    from layover_edge.core.cuda import CudaDevice
+    from layover_edge.export.build import build_engine
+    cc = CudaDevice().compute_capability
+    target = next(t for t in TARGETS.values() if t.compute_capability == cc)
+    req = prepare_build(tiny_onnx(tmp_path / "g.onnx"), tmp_path / "g.engine", "fp32", target, trt.__version__,
+                        batch=(1, 4, 4))
+    assert build_engine(req)["tf32"] is False
+    backend = open_backend(tmp_path / "g.engine", cuda_graph=True)
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    want = 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True))).repeat(2, 1)
+    for batch in (x, x[:2], x, x[:2]):
+        np.testing.assert_allclose(backend.predict(batch), want[:len(batch)], atol=1e-5)
+    contexts = [context for context, _ in backend.graphs.values()]
+    assert sorted(backend.graphs) == [2, 4] and len({id(c) for c in contexts}) == 2
+
+
+@needs_trt
 def test_static_batch_engine_tags_one_frame_at_a_time(tmp_path):
     """A fixed-batch-4 engine (the DLA export) takes one camera frame: run pads it to 4 and drops the padding."""
     import tensorrt as trt
