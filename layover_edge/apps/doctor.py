@@ -156,8 +156,8 @@ def numpy_check(numpy_version: str, jetson: str | None, system: str | None) -> C
     if jetson is not None and built_for is not None and int(numpy_version.split(".")[0]) >= 2 \
             and int(built_for.split(".")[0]) < 2:
         return Check("numpy", False, f"numpy {numpy_version} here, but JetPack's packages are built for numpy "
-                         f"{built_for} (OpenCV, onnxruntime-gpu, jetson-utils fail to import): pip install 'numpy<2'",
-                         enables)
+                     f"{built_for} (OpenCV, onnxruntime-gpu, jetson-utils fail to import): pip install 'numpy<2'",
+                     enables)
     return Check("numpy", True, f"numpy {numpy_version}" + (f" (system numpy {system})" if jetson and system else ""),
                  enables)
 

@@ -50,7 +50,8 @@ def check_compatible(sidecar: dict[str, Any], tensorrt: str, compute_capability:
         raise LayoverError(f"engine built with another build of TensorRT {tensorrt}: libnvinfer "
                            + (f"of {built['bytes']} bytes, this one has {library['bytes']}" if same else
                               f"{built['version']}, this is {library['version']}")
-                           + "; TensorRT runs a plan only on the build that made it: rebuild it here (layover-edge build)")
+                           + "; TensorRT runs a plan only on the build that made it: rebuild it here "
+                             "(layover-edge build)")
     if sidecar["compute_capability"] != compute_capability:
         raise LayoverError(f"engine built for {sidecar['gpu']} (compute capability {sidecar['compute_capability']}), "
                            f"this GPU is {gpu} ({compute_capability}): rebuild it on this device")
