@@ -18,15 +18,16 @@ from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata
 from layover_edge.artifacts.sidecar import FORMAT, sidecar_path
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path, sha256, write_json
-from layover_edge.core.tensorrt import load_plugins
+from layover_edge.core.tensorrt import library_identity, load_plugins
 
-from .head import head_boundary, pin_head
+from .head import float_constants, head_boundary, pin_head
 from .precision import PrecisionMode, precision_mode
 from .targets import Target, check_dla
 from .trtexec import trtexec_command
 
-TRT_MISSING = ("TensorRT is not installed here (JetPack ships it; elsewhere pip install tensorrt): "
-               "build on the device with the trtexec command above")
+TRT_MISSING = ("TensorRT is not installed here (JetPack ships it; elsewhere pip install 'layover-edge[tensorrt-cu12]' "
+               "for a CUDA 12 driver, [tensorrt-cu13] for CUDA 13, driver 580 or newer): build on the device with "
+               "the trtexec command above")
 
 
 @dataclass
@@ -123,9 +124,11 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
         names = ", ".join("/".join(n) for n in nodes)
         raise LayoverError(f"{onnx_path.name} holds plugin node(s) {names}: pass --plugins build/liblayover_plugins.so")
     # Before parsing, the head's layers carry their ONNX node names (the export splits its Gemms,
-    # head.split_biased_gemms) and its weights their initializer names: the trtexec list.
+    # head.split_biased_gemms) and its weights their initializer names: the trtexec list (float
+    # weights only: trtexec pins an exact name whatever its type).
     head = set(meta["high_precision_nodes"])
-    pinned = sorted(head | head_boundary(proto.graph, head)[2]) if mode.pin_fp32 else []
+    weights = float_constants(proto.graph, head_boundary(proto.graph, head)[2])
+    pinned = sorted(head | weights) if mode.pin_fp32 else []
     return BuildRequest(onnx_path, Path(engine), precision, target, trt_version, mode, meta, batch,
                         workspace_gb or target.workspace_gb, libs, nodes,
                         Path(timing_cache) if timing_cache else None, dla_core, dynamic=not static, pinned=pinned)
@@ -210,15 +213,17 @@ def build_engine(req: BuildRequest, device_index: int = 0, any_gpu: bool = False
         with atomic_path(req.timing_cache) as tmp:
             tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
     sidecar = make_sidecar(req, trt.__version__, device.name, device.compute_capability,
-                           round(time.perf_counter() - t0, 1))
+                           round(time.perf_counter() - t0, 1), library_identity())
     write_json(sidecar_path(req.engine), sidecar)
     return sidecar
 
 
 def _set_precision(trt, network, config, req: BuildRequest) -> None:
-    """TensorRT 10 weak typing (precision_mode): INT8/FP16 flags, the head pinned to FP32 by walking
-    the parsed network, obey (GPU) or prefer (DLA) constraints. The pinned names replace the
+    """TF32 off for FP32 builds; TensorRT 10 weak typing (precision_mode): INT8/FP16 flags, the head
+    pinned to FP32 by walking the parsed network, obey (GPU) or prefer (DLA) constraints. The pinned names replace the
     pre-parse list, so the sidecar's trtexec command is exactly this build."""
+    if not req.mode.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; FP32 parity is |Δlogit| ≤ 1e-3
     if req.mode.int8_flag:
         config.set_flag(trt.BuilderFlag.INT8)
     if req.mode.fp16_flag:
@@ -237,12 +242,15 @@ def _set_precision(trt, network, config, req: BuildRequest) -> None:
                     else trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
 
 
-def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capability: str, seconds: float) -> dict:
-    """The engine's sidecar: build facts plus the ONNX metadata the runtime needs."""
+def make_sidecar(req: BuildRequest, trt_version: str, gpu: str, compute_capability: str, seconds: float,
+                 library: dict | None = None) -> dict:
+    """The engine's sidecar: build facts plus the ONNX metadata the runtime needs; ``library``: the
+    libnvinfer that built it (core.tensorrt.library_identity)."""
     meta = req.meta
-    return {"format": FORMAT, "tensorrt": trt_version, "gpu": gpu, "compute_capability": compute_capability,
-            "precision": req.precision, "target": req.target.name, "dla_core": req.dla_core,
-            "strongly_typed": req.mode.strongly_typed, "input": meta["input"], "outputs": meta["outputs"],
+    return {"format": FORMAT, "tensorrt": trt_version, "tensorrt_library": library, "gpu": gpu,
+            "compute_capability": compute_capability, "precision": req.precision, "target": req.target.name,
+            "dla_core": req.dla_core, "strongly_typed": req.mode.strongly_typed, "tf32": req.mode.tf32,
+            "input": meta["input"], "outputs": meta["outputs"],
             "batch": list(req.batch), "input_shape": [-1, 3, meta["image_size"], meta["image_size"]],
             "workspace_gb": req.workspace_gb, "plugins": [str(p.resolve()) for p in req.plugins],
             "onnx": str(req.onnx), "onnx_sha256": sha256(req.onnx), "engine_sha256": sha256(req.engine),

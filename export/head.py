@@ -71,6 +71,18 @@ def head_boundary(graph, head_nodes: set[str]) -> tuple[set[str], set[str], set[
     return read - constants, produced, (read & constants) - outside
 
 
+def float_constants(graph, names: set[str]) -> set[str]:
+    """Those of ``names`` that are FP32/FP16 initializers or Constant outputs: the head weights a
+    printed trtexec command may pin (it pins an exactly named layer whatever its type)."""
+    floats = {1, 10}  # TensorProto FLOAT, FLOAT16
+    typed = {t.name: t.data_type for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            value = next((a.t for a in n.attribute if a.name == "value"), None)
+            typed.update({o: value.data_type if value is not None else 1 for o in n.output})
+    return {n for n in names if typed.get(n) in floats}
+
+
 def head_layers(layers: Sequence[Layer], inputs: set[str], entry: set[str], produced: set[str]) -> list[int]:
     """Indices of the network layers that compute the head: upstream of a tensor the head produces,
     but not upstream of (nor producing) any tensor the head takes in. The head's weights and their
@@ -107,9 +119,11 @@ def network_layers(network) -> tuple[list[Layer], set[str]]:
 
 def pin_head(trt, network, graph, head_nodes: list[str]) -> list[str]:
     """TensorRT 10, weakly typed: run the head's layers in FP32 with FP32 outputs. Layers on shape
-    tensors or with non-float outputs are left alone (trtexec's own filter for --layerPrecisions,
-    samples/common/sampleEngines.cpp release/10.3 l.462-491). Returns the pinned layer names; the
-    caller sets OBEY (GPU) or PREFER (DLA) precision constraints."""
+    tensors or with non-float outputs are left alone, as trtexec does for a wildcard match in
+    --layerPrecisions (samples/common/sampleEngines.cpp release/10.3 l.460-490); a name that matches
+    exactly trtexec pins as given (l.454-458), so the printed command lists only the head's nodes and
+    its float weights (``float_constants``). Returns the pinned layer names; the caller sets OBEY (GPU)
+    or PREFER (DLA) precision constraints."""
     entry, produced, _ = head_boundary(graph, set(head_nodes))
     layers, inputs = network_layers(network)
     pinned = []

@@ -3,7 +3,7 @@ the builder, the trtexec command and the tests share one answer.
 
 | graph (ONNX)    | --precision | TensorRT 10, GPU                      | TensorRT 10, DLA                          | TensorRT 11     |
 |-----------------|-------------|---------------------------------------|-------------------------------------------|-----------------|
-| FP32            | fp32        | default (weakly typed, TF32 allowed)  | refused: DLA runs FP16/INT8 only          | strongly typed  |
+| FP32            | fp32        | weakly typed, TF32 off                | refused: DLA runs FP16/INT8 only          | strongly typed, TF32 off |
 | FP32            | fp16        | FP16 flag, head pinned FP32, obey     | FP16 flag, head pinned FP32, prefer       | refused         |
 | FP16 (AutoCast) | fp16        | strongly typed                        | FP16 flag, head pinned FP32, prefer       | strongly typed  |
 | INT8 (Q/DQ)     | int8        | strongly typed                        | INT8 + FP16 flags, head pinned, prefer    | strongly typed  |
@@ -16,6 +16,12 @@ kFP16 flag: no strongly typed DLA build exists on 10.x. DLA computes only FP16 a
 builder must be free to lower the backbone; the head is pinned to FP32 and runs on the GPU. Prefer,
 not obey: trtexec's DLA block sets kPREFER, and TensorRT refuses both constraint flags at once.
 TensorRT 11 has no precision flags at all (strongly typed only; DLA returns in 11.4.1, strongly typed).
+
+TF32 off for FP32: BuilderFlag.TF32 is "Enabled by default" (its docstring in the 10.3.0, 10.13.0.35
+and 11.4.0.106 bindings; kTF32 in include/NvInfer.h, release/10.3 l.8318-8320) and rounds matrix
+inputs to 10-bit mantissas, while parity gates an FP32 engine at |Δlogit| ≤ 1e-3. The builder clears
+the flag and the trtexec command says ``--noTF32`` (sampleOptions.cpp release/10.3 l.1225, 10.13
+l.1252, 11.1 l.1213). FP16 and INT8 builds keep it: their gates are in mAP points.
 
 Implicit INT8 (a calibrator) is not offered: deprecated since 10.1, removed in 11.
 """
@@ -35,6 +41,7 @@ class PrecisionMode:
     pin_fp32: bool                   # TensorRT 10: the head's layers run and output FP32
     int8_flag: bool = False          # TensorRT 10 weak typing with Q/DQ (DLA): BuilderFlag.INT8 (--int8)
     constraints: str | None = None   # "obey" (GPU) or "prefer" (DLA): how pin_fp32 is enforced
+    tf32: bool = True                # BuilderFlag.TF32 left on (TensorRT's default); off for FP32 builds
 
 
 def trt_major(version: str) -> int:
@@ -58,9 +65,9 @@ def precision_mode(graph_precision: str, precision: str, trt_version: str, dla: 
         raise LayoverError("TensorRT 11 has no FP16 builder flag: run `layover-edge export CKPT --fp16` and "
                            "build the strongly typed model.fp16.onnx")
     if major >= 11:
-        return PrecisionMode(strongly_typed=True, fp16_flag=False, pin_fp32=False)
+        return PrecisionMode(strongly_typed=True, fp16_flag=False, pin_fp32=False, tf32=precision != "fp32")
     if precision == "fp32":
-        return PrecisionMode(strongly_typed=False, fp16_flag=False, pin_fp32=False)
+        return PrecisionMode(strongly_typed=False, fp16_flag=False, pin_fp32=False, tf32=False)
     if dla:
         return PrecisionMode(strongly_typed=False, fp16_flag=True, pin_fp32=True, int8_flag=precision == "int8",
                              constraints="prefer")

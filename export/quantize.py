@@ -1,7 +1,8 @@
 """Reduced precision expressed in the ONNX graph itself, through NVIDIA ModelOpt, so the same
 file builds on TensorRT 10 (JetPack 6) and TensorRT 11 (strongly typed only, no implicit INT8):
 
-- INT8: explicit Q/DQ (``modelopt.onnx.quantization``), calibrated on CPU with real images;
+- INT8: explicit Q/DQ (``modelopt.onnx.quantization``), calibrated on CPU with real images, and FP16
+  (``modelopt.onnx.autocast``) wherever no Q/DQ pair is, outside the head;
 - FP16: a strongly typed FP16 graph (``modelopt.onnx.autocast``).
 
 - INT8 for ONNX Runtime on the CPU (``quantize_int8_ort``): ONNX Runtime's own static quantizer in
@@ -12,7 +13,18 @@ file builds on TensorRT 10 (JetPack 6) and TensorRT 11 (strongly typed only, no 
 
 All keep the head (RS sigmoid, α gate, mix, classifier) and the output sigmoid in FP32: the
 node list is in the graph's metadata (``high_precision_nodes``), the same list the TensorRT 10
-FP16 build pins to FP32. Only the portable form is converted: ModelOpt would need TensorRT to
+FP16 build pins to FP32.
+
+Why INT8 takes two passes: a strongly typed build runs each op in its graph type, so a Q/DQ graph
+left FP32 outside its quantized ops runs those ops (LayerNorm, GELU, the residual adds, the
+convolutions ModelOpt does not quantize) in FP32/TF32, and can be slower than the FP16 engine.
+ModelOpt's own ``high_precision_dtype="fp16"`` converts by op type only: its
+``_convert_to_runtime_precision`` calls ``convert_to_f16`` with ``op_block_list`` =
+``op_types_to_exclude_fp16`` and never sees ``nodes_to_exclude`` (nvidia-modelopt 0.47
+quantization/precision_utils.py l.74-82, autocast/convert.py ``convert_to_f16``), so it would turn
+the head FP16 too. So quantize with ``fp32``, then AutoCast the result, head excluded by name.
+
+Only the portable form is converted: ModelOpt would need TensorRT to
 run the plugin node.
 """
 from __future__ import annotations
@@ -103,10 +115,10 @@ def _modelopt_output(quiet: bool):
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max",
                   quiet: bool = False) -> Path:
-    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU; ``quiet``
-    silences ModelOpt's and ONNX Runtime's progress."""
-    import onnx
+    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU, FP16
+    outside the Q/DQ pairs and the FP32 head; ``quiet`` silences ModelOpt's and ONNX Runtime's progress."""
     try:
+        from modelopt.onnx.autocast import convert_to_mixed_precision
         from modelopt.onnx.quantization import quantize
     except ImportError:
         raise LayoverError(INSTALL_HINT) from None
@@ -117,18 +129,28 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarra
     with tempfile.TemporaryDirectory(prefix="layover-int8-") as tmp:
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         shutil.copyfile(onnx_path, src)  # ModelOpt writes intermediate files beside its input
+        head = _exact(meta["high_precision_nodes"])
         try:
             with _modelopt_output(quiet):
                 quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
                          calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
-                         nodes_to_exclude=_exact(meta["high_precision_nodes"]), op_types_to_exclude=["Sigmoid"],
+                         nodes_to_exclude=head, op_types_to_exclude=["Sigmoid"],
                          high_precision_dtype="fp32", log_level="ERROR" if quiet else "WARNING")
         except Exception as e:  # ModelOpt surfaces ORT and graph errors as many types
             raise LayoverError(f"INT8 quantization failed: {str(e).strip().splitlines()[0]}") from None
-        proto = onnx.load(str(dst))
+        calib = Path(tmp) / "calib.npz"  # AutoCast's reference run sees real activations, not noise
+        np.savez(calib, **{meta["input"]: images})
+        try:
+            with _modelopt_output(quiet):
+                proto = convert_to_mixed_precision(str(dst), low_precision_type="fp16", keep_io_types=True,
+                                                   nodes_to_exclude=head, op_types_to_exclude=["Sigmoid"],
+                                                   calibration_data=str(calib))
+        except Exception as e:
+            raise LayoverError(f"FP16 conversion of the INT8 graph failed: {str(e).strip().splitlines()[0]}") from None
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return _finish(proto, meta, "int8", Path(out_path),
-                   {"opset": opset, "calibration": {"images": int(len(images)), "method": method}})
+                   {"opset": opset, "calibration": {"images": int(len(images)), "method": method},
+                    "high_precision_dtype": "fp16"})
 
 
 def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:

@@ -22,6 +22,7 @@ from layover_edge.artifacts.sidecar import read_sidecar
 from layover_edge.core.config import ServeConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_dir, sha256
+from layover_edge.kernels.identity import PLUGIN_LIBRARY, PLUGIN_LIBRARY_SELF_REGISTERING
 
 ONNX_MODEL, TRT_MODEL = "tagger_onnx", "tagger_trt"
 LABELS_FILE = "labels.txt"
@@ -50,8 +51,13 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def config_text(name: str, platform: str, max_batch: int, inputs, outputs, delay_us: int, meta: dict) -> str:
-    """config.pbtxt: inputs/outputs as (name, type, dims without the batch axis when max_batch > 0)."""
+def config_text(name: str, platform: str, max_batch: int, inputs, outputs, delay_us: int, meta: dict,
+                dla_core: int | None = None) -> str:
+    """config.pbtxt: inputs/outputs as (name, type, dims without the batch axis when max_batch > 0);
+    ``dla_core``: the engine runs on that DLA core. Triton's tensorrt backend sets the runtime's DLA
+    core only from an instance group's KIND_NVDLA secondary device, else it leaves it unset (-1)
+    (tensorrt_backend src/tensorrt_model_instance.cc l.46-76, src/loader.cc l.65-79; the message
+    ModelInstanceGroup.SecondaryDevice in common's protobuf/model_config.proto)."""
     def tensor(n: str, t: str, dims: list[int], labels: bool = False) -> str:
         extra = f" label_filename: {_quote(LABELS_FILE)}" if labels else ""
         return f"  {{ name: {_quote(n)} data_type: {t} dims: [ {', '.join(map(str, dims))} ]{extra} }}"
@@ -60,6 +66,9 @@ def config_text(name: str, platform: str, max_batch: int, inputs, outputs, delay
              "output [", ",\n".join(tensor(*o, labels=o[0] == "probabilities") for o in outputs), "]"]
     if max_batch > 0:
         lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}")
+    if dla_core is not None:
+        lines.append(f"instance_group [ {{ kind: KIND_GPU count: 1 secondary_devices [ {{ kind: KIND_NVDLA "
+                     f"device_id: {int(dla_core)} }} ] }} ]")
     description = json.dumps({k: meta.get(k) for k in PREPROCESS_KEYS})
     lines.append(f"parameters {{ key: \"layover_edge\" value {{ string_value: {_quote(description)} }} }}")
     return "\n".join(lines) + "\n"
@@ -109,7 +118,8 @@ def write_repository(onnx_path: str | Path, out: str | Path, engine: str | Path 
         # the engine's I/O stays FP32 at every precision (the Q/DQ and FP16 graphs keep FP32 inputs and outputs)
         config = config_text(TRT_MODEL, "tensorrt_plan", engine_batch,
                              [(side["input"], "TYPE_FP32", [*fixed, 3, s, s])],
-                             [(o, "TYPE_FP32", [*fixed, k]) for o in side["outputs"]], delay_us, side)
+                             [(o, "TYPE_FP32", [*fixed, k]) for o in side["outputs"]], delay_us, side,
+                             side.get("dla_core"))
         _write_model(out, TRT_MODEL, Path(engine), "model.plan", config, side["labels"])
         rows[f"triton {TRT_MODEL}"] = {"file": str(out / TRT_MODEL), "precision": side["precision"],
                                        "seconds": f"{time.perf_counter() - t0:.1f}", "max_batch": engine_batch}
@@ -128,6 +138,20 @@ def _engine_sidecar(engine: Path, meta: dict) -> dict:
         raise LayoverError(f"{engine} takes batches of {low} to {high}; Triton's dynamic batcher sends single "
                            "requests: rebuild it with --min-batch 1")
     if side["plugins"]:
-        log.warning("%s needs plugin libraries %s: start tritonserver with LD_PRELOAD=%s", engine,
-                    side["plugins"], ":".join(side["plugins"]))
+        libs = [str(triton_plugin_library(p)) for p in side["plugins"]]
+        log.warning("%s holds plugin layers: start tritonserver with --backend-config=tensorrt,plugins=\"%s\" "
+                    "(paths as the server sees them; LD_PRELOAD=%s works too). Triton only dlopens these "
+                    "libraries, so it needs the self-registering %s (built beside %s where CMake finds "
+                    "libnvinfer), not %s, which registers its plugin only when IPluginRegistry::loadLibrary "
+                    "asks it to", engine, ";".join(libs), ":".join(libs), PLUGIN_LIBRARY_SELF_REGISTERING,
+                    PLUGIN_LIBRARY, PLUGIN_LIBRARY)
     return side
+
+
+def triton_plugin_library(built_with: str | Path) -> Path:
+    """The library Triton's tensorrt backend must load for a plugin library an engine was built with:
+    the backend's ``plugins`` option only calls dlopen(path, RTLD_NOW | RTLD_LOCAL) (tensorrt_backend
+    src/tensorrt.cc l.134-153, src/shared_library.cc l.135), so liblayover_plugins.so, which registers
+    through getCreators, is swapped for its self-registering twin beside it."""
+    path = Path(built_with)
+    return path.with_name(PLUGIN_LIBRARY_SELF_REGISTERING) if path.name == PLUGIN_LIBRARY else path

@@ -5,6 +5,7 @@ against trtexec's option parser of TensorRT 10.3, 10.13 and 11.1 (tests/data/ten
 What trtexec's sources dictate (release/10.3 samples/common/; same rules in 10.13 and 11.1):
 - no shape flags for a graph whose input is fully static: trtexec refuses "Static model does not
   take explicit shapes" (sampleEngines.cpp:838-845);
+- ``--noTF32`` for FP32 builds (TF32 is on by default; sampleEngines.cpp:897 clears it for the flag);
 - ``--stronglyTyped`` only on TensorRT 10 (11 is always strongly typed; the flag is a no-op there);
 - weak typing follows ``precision.precision_mode``: ``--int8``/``--fp16``, the head's layers named in
   ``--layerPrecisions`` and ``--layerOutputTypes`` (exact names; applied only with
@@ -38,6 +39,8 @@ def trtexec_command(onnx: str | Path, engine: str | Path, mode: PrecisionMode, t
         args.append("--int8")
     if mode.fp16_flag:
         args.append("--fp16")
+    if not mode.tf32:
+        args.append("--noTF32")
     if mode.pin_fp32 and pinned:
         spec = ",".join(f"{n}:fp32" for n in pinned)
         args += [f"--precisionConstraints={mode.constraints}", f"--layerPrecisions={spec}",

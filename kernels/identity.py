@@ -34,6 +34,11 @@ _IDENTITY = read_identity((files(__package__) / "plugin" / SCHEMA).read_text(enc
 PLUGIN_NAME = _IDENTITY["name"]
 PLUGIN_VERSION = _IDENTITY["version"]
 PLUGIN_NAMESPACE = _IDENTITY["namespace"]
+# The plugin's two libraries, as the root CMakeLists.txt names its targets: one registers its creator when
+# IPluginRegistry::loadLibrary (or trtexec --dynamicPlugins) asks it to, the other the moment it is
+# loaded, for loaders that only dlopen (Triton's tensorrt backend, LD_PRELOAD, trtexec --staticPlugins).
+PLUGIN_LIBRARY = "liblayover_plugins.so"
+PLUGIN_LIBRARY_SELF_REGISTERING = "liblayover_plugins_static.so"
 # The only custom domain whose Python ops ONNX Runtime (through onnxruntime-extensions) runs.
 PLUGIN_DOMAIN = "ai.onnx.contrib"
 # The plugin's integer ``layout`` attribute: enum LayoverLayout of fused_mix.h (a test checks they agree).

@@ -4,13 +4,16 @@ One build for sm_87 and sm_90 with ptxas's resource report on (-Xptxas=-v), so t
 the plugin and the no-spill check share one compile; nothing here needs a GPU. The plugin part
 needs the TensorRT 10+ headers: set TENSORRT_INCLUDE_DIR (e.g. the include/ folder of the
 NVIDIA/TensorRT repository at tag v10.3.0) or TENSORRT_ROOT. CI has no such headers, so there
-the plugin test skips; it was run by hand against v10.3.0 and v11.1 (kernels/README.md).
+the plugin tests skip; they were run by hand against v10.3.0 and v11.1 (kernels/README.md). With the
+headers, libnvinfer is a recording stand-in built from tests/plugin_registry_stub.cpp (TensorRT's
+libraries cannot be installed here), so the self-registering library is built and loaded too.
 """
 import ctypes
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,13 +25,28 @@ pytestmark = pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("nvc
                                 reason="needs cmake and nvcc on PATH")
 
 
+def registry_stub(include: str, out: Path) -> Path:
+    """libnvinfer.so.<major> exporting only a recording getPluginRegistry() (tests/plugin_registry_stub.cpp)."""
+    # "#define NV_TENSORRT_MAJOR 10" (10.x) or "... TRT_MAJOR_ENTERPRISE" with that defined as 11 (11.x)
+    major = re.search(r"#define (?:NV_TENSORRT_MAJOR|TRT_MAJOR_ENTERPRISE) (\d+)\b",
+                      (Path(include) / "NvInferVersion.h").read_text()).group(1)
+    lib = out / f"libnvinfer.so.{major}"
+    # through nvcc for the CUDA headers TensorRT's include
+    subprocess.run(["nvcc", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", f"-I{include}",
+                    f"-Xlinker=-soname,libnvinfer.so.{major}", "-o", str(lib),
+                    str(ROOT / "tests" / "plugin_registry_stub.cpp")], check=True)
+    return lib
+
+
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory):
     build = tmp_path_factory.mktemp("cmake-build")
     configure = ["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_CUDA_ARCHITECTURES=87;90",
                  "-DCMAKE_CUDA_FLAGS=-Xptxas=-v"]
     if os.environ.get("TENSORRT_INCLUDE_DIR"):
-        configure.append(f"-DTENSORRT_INCLUDE_DIR={os.environ['TENSORRT_INCLUDE_DIR']}")
+        stub = registry_stub(os.environ["TENSORRT_INCLUDE_DIR"], tmp_path_factory.mktemp("nvinfer-stub"))
+        configure += [f"-DTENSORRT_INCLUDE_DIR={os.environ['TENSORRT_INCLUDE_DIR']}",
+                      f"-DTENSORRT_NVINFER_LIBRARY={stub}"]
     subprocess.run(configure, check=True, capture_output=True, text=True)
     result = subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2)], capture_output=True,
                             text=True)
@@ -66,7 +84,7 @@ def test_invalid_arguments_need_no_workspace(build_dir):
 
 
 def test_tensorrt_plugin_builds_and_passes_host_checks(build_dir):
-    plugin = build_dir / "liblayover_plugins.so"
+    plugin = build_dir / identity.PLUGIN_LIBRARY
     if not plugin.exists():
         pytest.skip("TensorRT headers not found: set TENSORRT_INCLUDE_DIR to build the plugin")
     lib = ctypes.CDLL(str(plugin))
@@ -76,6 +94,57 @@ def test_tensorrt_plugin_builds_and_passes_host_checks(build_dir):
     # The identity CMake compiled in from the schema, as the creator reports it: what identity.py read.
     assert (f"identity: name={identity.PLUGIN_NAME} version={identity.PLUGIN_VERSION} "
             f"namespace={identity.PLUGIN_NAMESPACE}") in result.stdout.splitlines()
+
+
+LOAD = r"""
+import ctypes, sys
+stub = ctypes.CDLL(sys.argv[1])  # the registry stand-in, under the soname the plugin libraries need
+ctypes.CDLL(sys.argv[2])         # what Triton's tensorrt backend does: dlopen(path, RTLD_NOW | RTLD_LOCAL)
+buf = ctypes.create_string_buffer(512)
+for i in range(stub.stub_registered(0, buf, 512)):
+    stub.stub_registered(i, buf, 512)
+    print(buf.value.decode())
+"""
+
+
+def registered_on_dlopen(build_dir, library: str) -> list[str]:
+    stub = subprocess.run(["grep", "-m1", "TENSORRT_NVINFER_LIBRARY:FILEPATH=", str(build_dir / "CMakeCache.txt")],
+                          capture_output=True, text=True).stdout.strip().partition("=")[2]
+    run = subprocess.run([sys.executable, "-c", LOAD, stub, str(build_dir / library)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
+def test_static_plugin_library_registers_its_creator_when_dlopened(build_dir):
+    """Triton's tensorrt backend and LD_PRELOAD only dlopen a plugin library: the creator must reach the
+    registry then, under the plugin's namespace (the one the engine records), not REGISTER_TENSORRT_PLUGIN's ""."""
+    if not os.environ.get("TENSORRT_INCLUDE_DIR"):
+        pytest.skip("TensorRT headers not found: set TENSORRT_INCLUDE_DIR to build the plugin")
+    assert registered_on_dlopen(build_dir, identity.PLUGIN_LIBRARY_SELF_REGISTERING) == [
+        f"PLUGIN CREATOR_V3ONE {identity.PLUGIN_NAME} {identity.PLUGIN_VERSION} {identity.PLUGIN_NAMESPACE} "
+        f"namespace={identity.PLUGIN_NAMESPACE}"]
+    # the loadLibrary library registers nothing by being opened: what Triton was given before
+    assert registered_on_dlopen(build_dir, identity.PLUGIN_LIBRARY) == []
+    # and the self-registering one offers no getCreators, so loadLibrary cannot register it a second time
+    exported = subprocess.run(["nm", "-D", "--defined-only", str(build_dir / identity.PLUGIN_LIBRARY_SELF_REGISTERING)],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert "getCreators" not in exported and "getCreators" in subprocess.run(
+        ["nm", "-D", "--defined-only", str(build_dir / identity.PLUGIN_LIBRARY)],
+        capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_configures_with_nvcc_only_under_usr_local_cuda(tmp_path):
+    """JetPack puts nvcc in /usr/local/cuda/bin, not on PATH; CMake alone looks in CUDACXX, PATH and
+    $CUDA_PATH/bin only (Modules/CMakeDetermineCUDACompiler.cmake)."""
+    if not Path("/usr/local/cuda/bin/nvcc").is_file():
+        pytest.skip("no /usr/local/cuda/bin/nvcc here")
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CUDA_PATH", "CUDAToolkit_ROOT")}
+    env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep) if not (Path(d) / "nvcc").exists())
+    run = subprocess.run([shutil.which("cmake"), "-S", str(ROOT), "-B", str(tmp_path), "-DCMAKE_CUDA_ARCHITECTURES=87"],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    found = [f.read_text() for f in tmp_path.glob("CMakeFiles/*/CMakeCUDACompiler.cmake")]
+    assert len(found) == 1 and 'set(CMAKE_CUDA_COMPILER "/usr/local/cuda/bin/nvcc")' in found[0]
 
 
 def test_cuda_kernels_keep_everything_in_registers(build_dir):

@@ -35,6 +35,17 @@ def test_rtsp_pipeline_decoder_per_platform():
         rtsp_pipeline("rtsp://cam/live", CaptureOptions(codec="vp9"), jetson=False)
 
 
+def test_rtsp_latency_reaches_the_pipeline_from_the_command_line():
+    from layover_edge.cli import build_parser
+    from layover_edge.cli.edge import capture_options
+    args = build_parser().parse_args(["tag", "rtsp://cam/live", "--model", "m.onnx", "--rtsp-latency", "40"])
+    assert "latency=40 " in rtsp_pipeline("rtsp://cam/live", capture_options(args), jetson=True)
+    default = build_parser().parse_args(["tag", "rtsp://cam/live", "--model", "m.onnx"]).rtsp_latency
+    assert default == CaptureOptions().latency_ms
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["tag", "x", "--model", "m.onnx", "--rtsp-latency", "-1"])
+
+
 def test_missing_camera_is_a_clear_error():
     (src,) = open_sources(["/dev/video9"])
     with pytest.raises(LayoverError, match=r"camera /dev/video9 not found"):

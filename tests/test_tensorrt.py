@@ -3,6 +3,9 @@ TensorRT 10/11 precision mode, trtexec command text, build validation, sidecar c
 engine refusals); the builder and runtime themselves skip when tensorrt is not importable."""
 import importlib.util
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -177,6 +180,48 @@ def test_sidecar_contents_and_compatibility(tmp_path):
         check_compatible(doc, "10.3.0", "9.0", "NVIDIA H100")
 
 
+def test_another_build_of_the_same_tensorrt_version_is_refused_by_us(tmp_path):
+    """JetPack's bindings say "10.3.0" whatever the build, and TensorRT refuses a plan of another build
+    with only a None from deserialize_cuda_engine: the library's own identity is compared first."""
+    built = {"version": "10.13.0.35", "bytes": 1000}
+    engine, _ = fake_engine(tmp_path, tensorrt="10.13.0.35", tensorrt_library=built)
+    doc = read_sidecar(engine)
+    check_compatible(doc, "10.13.0.35", "8.7", "Orin", dict(built))
+    check_compatible(doc, "10.13.0.35", "8.7", "Orin", None)  # no libnvinfer identity here: nothing more to compare
+    with pytest.raises(LayoverError, match="libnvinfer 10.13.0.35, this is 10.13.0.36"):
+        check_compatible(doc, "10.13.0.35", "8.7", "Orin", {"version": "10.13.0.36", "bytes": 1000})
+    jetpack, _ = fake_engine(tmp_path, tensorrt_library={"version": "10.3.0", "bytes": 1000})
+    with pytest.raises(LayoverError, match="another build of TensorRT 10.3.0: libnvinfer of 1000 bytes, this one has"):
+        check_compatible(read_sidecar(jetpack), "10.3.0", "8.7", "Orin", {"version": "10.3.0", "bytes": 999})
+    old, _ = fake_engine(tmp_path)  # a sidecar from before the library was recorded
+    check_compatible(read_sidecar(old), "10.3.0", "8.7", "Orin", {"version": "10.3.0", "bytes": 999})
+
+
+LIBNVINFER = {  # what the real libraries export, per their headers (core/tensorrt.library_identity cites them)
+    "10.3": "int getInferLibVersion(void) { return 100300; }",
+    "10.13": "int getInferLibVersion(void) { return 101300; } int getInferLibMajorVersion(void) { return 10; }"
+             " int getInferLibMinorVersion(void) { return 13; } int getInferLibPatchVersion(void) { return 0; }"
+             " int getInferLibBuildVersion(void) { return 35; }",
+}
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build the stand-in libnvinfer")
+@pytest.mark.parametrize("release, version", [("10.3", "10.3.0"), ("10.13", "10.13.0.35")])
+def test_library_identity_reads_the_loaded_libnvinfer(tmp_path, release, version):
+    """A stand-in libnvinfer.so.10 exporting the version functions of that release (TensorRT's libraries
+    cannot be installed here), loaded as the bindings load it; library_identity finds it in the process."""
+    src, lib = tmp_path / "v.c", tmp_path / "libnvinfer.so.10"
+    src.write_text(LIBNVINFER[release])
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    code = ("import ctypes, json, sys; ctypes.CDLL(sys.argv[1]); "
+            "from layover_edge.core.tensorrt import library_identity; print(json.dumps(library_identity()))")
+    run = subprocess.run([sys.executable, "-c", code, str(lib)], capture_output=True, text=True, check=True)
+    assert json.loads(run.stdout) == {"version": version, "bytes": lib.stat().st_size}
+    none = subprocess.run([sys.executable, "-c", code.replace("ctypes.CDLL(sys.argv[1]); ", ""), "x"],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(none.stdout) is None
+
+
 def test_engine_refusals_before_tensorrt(tmp_path):
     engine, _ = fake_engine(tmp_path)
     engine.write_bytes(b"another engine")
@@ -220,6 +265,28 @@ def test_build_and_run_engine(tmp_path):
     np.testing.assert_allclose(backend.predict(x), 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True)))
                                .repeat(2, 1), atol=1e-5)
     assert (tmp_path / "tc").is_file()
+
+
+@needs_trt
+def test_cuda_graphs_alternating_batch_sizes_each_have_their_context(tmp_path):
+    """Batches 4 and 2 alternate (a tail batch): each replays its own graph on its own execution context,
+    and the answers stay right, also with the FP32 build's TF32 off (|Δ| ≤ 1e-5)."""
+    import tensorrt as trt
+
+    from layover_edge.core.cuda import CudaDevice
+    from layover_edge.export.build import build_engine
+    cc = CudaDevice().compute_capability
+    target = next(t for t in TARGETS.values() if t.compute_capability == cc)
+    req = prepare_build(tiny_onnx(tmp_path / "g.onnx"), tmp_path / "g.engine", "fp32", target, trt.__version__,
+                        batch=(1, 4, 4))
+    assert build_engine(req)["tf32"] is False
+    backend = open_backend(tmp_path / "g.engine", cuda_graph=True)
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    want = 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True))).repeat(2, 1)
+    for batch in (x, x[:2], x, x[:2]):
+        np.testing.assert_allclose(backend.predict(batch), want[:len(batch)], atol=1e-5)
+    contexts = [context for context, _ in backend.graphs.values()]
+    assert sorted(backend.graphs) == [2, 4] and len({id(c) for c in contexts}) == 2
 
 
 @needs_trt

@@ -38,15 +38,19 @@ def test_an_unnamed_bias_add_is_pinned_where_a_name_match_misses_it():
 
 
 @pytest.fixture(scope="module")
-def rm_graph(tmp_path_factory):
+def rm_path(tmp_path_factory):
     from layover_edge.core.config import ModelConfig
     from layover_edge.export.onnx import export_onnx
     from layover_edge.models import build_model, save_checkpoint
     cfg = ModelConfig(backbone="test_convnext", num_classes=3, method="rm", weights="none", image_size=32)
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("rm")
-    path = export_onnx(save_checkpoint(build_model(cfg), cfg, root / "ckpt"), root / "m.onnx")
-    proto = onnx.load(str(path))
+    return export_onnx(save_checkpoint(build_model(cfg), cfg, root / "ckpt"), root / "m.onnx")
+
+
+@pytest.fixture(scope="module")
+def rm_graph(rm_path):
+    proto = onnx.load(str(rm_path))
     return proto.graph, get_metadata(proto)["high_precision_nodes"]
 
 
@@ -70,3 +74,20 @@ def test_a_head_whose_input_vanished_is_an_error(rm_graph):
     renamed = [(n, ins, [o + "'" if o == gone else o for o in outs]) for n, ins, outs in layers]
     with pytest.raises(LookupError, match="not in the TensorRT network"):
         head_layers(renamed, inputs, entry, produced)
+
+
+def test_the_printed_trtexec_list_names_only_float_layers(rm_path, tmp_path):
+    """trtexec pins a --layerPrecisions/--layerOutputTypes name that matches exactly as given; only a
+    wildcard match is skipped for shape tensors and non-float types (samples/common/sampleEngines.cpp,
+    release/10.3 l.454-458 against l.460-490). So the command may name the head's float weights, never an
+    integer one such as ReduceMean's INT64 axes."""
+    from layover_edge.export.build import prepare_build
+    from layover_edge.export.targets import get_target
+    graph = onnx.load(str(rm_path)).graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    pinned = prepare_build(rm_path, tmp_path / "m.engine", "fp16", get_target("orin-agx"), "10.3.0").pinned
+    weights = [n for n in pinned if n in types]
+    assert weights and {types[n] for n in weights} == {onnx.TensorProto.FLOAT}
+    names = set(get_metadata(onnx.load(str(rm_path)))["high_precision_nodes"])
+    integer = [t for t in head_boundary(graph, names)[2] if types.get(t) == onnx.TensorProto.INT64]
+    assert integer and not set(integer) & set(pinned)  # the head reads an INT64 constant; it is not named

@@ -81,7 +81,7 @@ def tiny(tmp_path):
     return tiny_onnx(tmp_path / "model.onnx")
 
 
-def fake_engine(tmp_path, batch=(1, 4, 16), labels=("a", "b"), image_size=8):
+def fake_engine(tmp_path, batch=(1, 4, 16), labels=("a", "b"), image_size=8, dla_core=None, plugins=()):
     """An engine file and the sidecar `build` writes beside it. TensorRT cannot build one here; the
     repository writer only copies the engine's bytes and reads its sidecar."""
     engine = tmp_path / "model.engine"
@@ -90,7 +90,8 @@ def fake_engine(tmp_path, batch=(1, 4, 16), labels=("a", "b"), image_size=8):
         "format": SIDECAR_FORMAT, "tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7",
         "precision": "int8", "input": "image", "outputs": ["logits", "probabilities"], "batch": list(batch),
         "onnx_sha256": "0" * 64, "engine_sha256": sha256(engine), "labels": list(labels), "thresholds": None,
-        "image_size": image_size, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "plugins": []})
+        "image_size": image_size, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear",
+        "plugins": list(plugins), "dla_core": dla_core})
     return engine
 
 
@@ -128,6 +129,33 @@ def test_static_batch_graph_and_fixed_batch_engine_are_not_batched(tmp_path):
         assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [4, 3, 8, 8]
     assert check_model(tmp_path / "repo" / ONNX_MODEL) == []
     assert check_model(tmp_path / "repo" / TRT_MODEL, json.loads(sidecar_path(engine).read_text())) == []
+
+
+def test_a_dla_engine_is_served_on_its_dla_core(tiny, tmp_path):
+    """Triton sets the runtime's DLA core only from a KIND_NVDLA secondary device of the instance group
+    (tensorrt_backend src/tensorrt_model_instance.cc, src/loader.cc); without one the engine built for
+    core 1 would be deserialised with none set."""
+    static = tiny_onnx(tmp_path / "static.onnx", batch=4)
+    write_repository(static, tmp_path / "repo", fake_engine(tmp_path, batch=(4, 4, 4), dla_core=1))
+    cfg = text_format.Parse((tmp_path / "repo" / TRT_MODEL / "config.pbtxt").read_text(), mc.ModelConfig())
+    [group] = cfg.instance_group
+    assert group.kind == mc.ModelInstanceGroup.KIND_GPU and group.count == 1
+    assert [(d.kind, d.device_id) for d in group.secondary_devices] == [
+        (mc.ModelInstanceGroup.SecondaryDevice.KIND_NVDLA, 1)]
+    write_repository(static, tmp_path / "gpu", fake_engine(tmp_path, batch=(4, 4, 4)))
+    gpu = text_format.Parse((tmp_path / "gpu" / TRT_MODEL / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert not gpu.instance_group  # a GPU engine: Triton's default instances
+
+
+def test_an_engine_with_plugin_layers_points_triton_at_the_self_registering_library(tiny, tmp_path, caplog):
+    """Triton's `plugins` option and LD_PRELOAD only dlopen a library; liblayover_plugins.so registers its
+    creator only through getCreators (IPluginRegistry::loadLibrary), so Triton needs its twin."""
+    built_with = tmp_path / "build" / "liblayover_plugins.so"
+    with caplog.at_level("WARNING"):
+        write_repository(tiny, tmp_path / "repo", fake_engine(tmp_path, plugins=[str(built_with)]))
+    message = caplog.records[-1].getMessage()
+    twin = str(tmp_path / "build" / "liblayover_plugins_static.so")
+    assert f'--backend-config=tensorrt,plugins="{twin}"' in message and f"LD_PRELOAD={twin}" in message
 
 
 @pytest.mark.parametrize("edit", [

@@ -23,8 +23,9 @@ SHAPE = re.compile(r"^image:\d+x3x8x8$")
 LAYERS = re.compile(r"^[^,:]+:fp32(,[^,:]+:fp32)*$")
 
 
-def commands(tmp_path):
-    """(version, plugin, static, dla, command) for every combination prepare_build accepts."""
+def commands(tmp_path, with_precision=False):
+    """(version, plugin, static, dla, command) for every combination prepare_build accepts (and the
+    requested precision first, ``with_precision``)."""
     lib = tmp_path / "liblayover_plugins.so"
     lib.write_bytes(b"\x7fELF")
     out = []
@@ -39,7 +40,8 @@ def commands(tmp_path):
                                     plugins=[str(lib)] if plugin else [], timing_cache=cache)
             except LayoverError:
                 continue  # refused before any command is printed (e.g. weak FP16 on 11, DLA on 10.13)
-            out.append((version, plugin, static, dla, req.trtexec()))
+            row = (version, plugin, static, dla, req.trtexec())
+            out.append((precision, *row) if with_precision else row)
     return out
 
 
@@ -81,6 +83,17 @@ def test_every_printed_command_parses_and_builds(tmp_path):
             assert f["--precisionConstraints"][0] in ("obey", "prefer"), where
             assert f["--layerPrecisions"] == f["--layerOutputTypes"] and LAYERS.match(f["--layerPrecisions"][0])
         assert ("--dynamicPlugins" in f) == plugin and "--skipInference" in f, where
+
+
+def test_fp32_commands_turn_tf32_off(tmp_path):
+    """TF32 is on by default (BuilderFlag.TF32's docstring in the 10.3/10.13/11.4 bindings: "Enabled by
+    default"); an FP32 engine is gated at |Δlogit| ≤ 1e-3, so its command carries --noTF32 (a switch in all
+    three parsers' tables), and the FP16/INT8 ones leave TensorRT's default."""
+    printed = commands(tmp_path, with_precision=True)
+    assert {p for p, *_ in printed} == {"fp32", "fp16", "int8"}
+    for precision, version, *_, command in printed:
+        assert ("--noTF32" in flags(command)) == (precision == "fp32"), f"{version}: {command}"
+        assert TABLES[BRANCH[version]]["flags"]["--noTF32"]["value"] is None
 
 
 def test_tables_have_their_provenance():

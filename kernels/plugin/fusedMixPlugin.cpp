@@ -325,18 +325,3 @@ char const* FusedMixPluginCreator::getPluginNamespace() const noexcept
 }
 
 } // namespace layover
-
-// Entry points IPluginRegistry::loadLibrary and `trtexec --dynamicPlugins` look up. (The
-// headers' TENSORRTAPI exports only inside TensorRT's own build, so spell visibility out.)
-#define LAYOVER_PLUGIN_API __attribute__((visibility("default")))
-
-extern "C" LAYOVER_PLUGIN_API IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
-{
-    static layover::FusedMixPluginCreator creator;
-    static IPluginCreatorInterface* const creators[] = {&creator};
-    nbCreators = 1;
-    return creators;
-}
-
-// The plugin logs nothing, so it has no use for the logger finder; the symbol must exist.
-extern "C" LAYOVER_PLUGIN_API void setLoggerFinder(ILoggerFinder* /*finder*/) {}

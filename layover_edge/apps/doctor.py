@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,6 +119,49 @@ def _cuda_binding() -> Check:
                                                "on JetPack 6)", enables)
 
 
+def _cuda_majors() -> Check:
+    """pip's TensorRT and cuda-python each need a driver of at least their CUDA major: tensorrt (11.4)
+    resolves to tensorrt_cu13 and an unpinned cuda-python to 13.x, neither of which a CUDA 12 driver runs."""
+    from layover_edge.core.cuda import binding_version, cuda_mismatches, driver_cuda, tensorrt_wheel_cuda
+    enables = "TensorRT and cuda-python wheels that this driver can run"
+    driver, wheel, bindings = driver_cuda(), tensorrt_wheel_cuda(), binding_version()
+    if driver == 0:
+        return Check("CUDA driver vs wheels", False, "no NVIDIA driver (libcuda.so.1) to compare with", enables)
+    problems = cuda_mismatches(driver, wheel, bindings)
+    if problems:
+        return Check("CUDA driver vs wheels", False, "; ".join(problems), enables)
+    found = [f"{wheel[0]} (CUDA {wheel[1]})" if wheel else "TensorRT from the system or none from pip",
+             f"cuda-python {bindings}" if bindings else "no cuda-python"]
+    return Check("CUDA driver vs wheels", True, f"driver CUDA {driver // 1000}.{driver % 1000 // 10}: "
+                 + ", ".join(found), enables)
+
+
+def system_numpy(dist_packages: Path = Path("/usr/lib/python3/dist-packages")) -> str | None:
+    """The version of the Ubuntu numpy JetPack's Python packages were built against (python3-numpy's
+    numpy-X.egg-info or .dist-info), or None."""
+    for info in sorted(dist_packages.glob("numpy-*.*-info")):
+        m = re.match(r"numpy-(\d+(?:\.\d+)*)", info.name)
+        if m:
+            return m.group(1)
+    return None
+
+
+def numpy_check(numpy_version: str, jetson: str | None, system: str | None) -> Check:
+    """numpy 2 beside JetPack's own Python packages (python3-opencv, onnxruntime-gpu, jetson-utils),
+    built against the system's numpy 1.x: they fail to import beside 2.x. Compared with ``system``
+    (``system_numpy``); without it, JetPack 5/6 (L4T R35/R36, Ubuntu 20.04/22.04: numpy 1.x) is assumed."""
+    enables = "JetPack's OpenCV, onnxruntime-gpu and jetson-utils beside this environment's numpy"
+    release = re.search(r"\bR(\d+)\b", jetson or "")
+    built_for = system or ("1.x" if release and int(release.group(1)) <= 36 else None)
+    if jetson is not None and built_for is not None and int(numpy_version.split(".")[0]) >= 2 \
+            and int(built_for.split(".")[0]) < 2:
+        return Check("numpy", False, f"numpy {numpy_version} here, but JetPack's packages are built for numpy "
+                     f"{built_for} (OpenCV, onnxruntime-gpu, jetson-utils fail to import): pip install 'numpy<2'",
+                     enables)
+    return Check("numpy", True, f"numpy {numpy_version}" + (f" (system numpy {system})" if jetson and system else ""),
+                 enables)
+
+
 def _library(component: str, path: str | None, symbol: str, enables: str, hint: str) -> Check:
     if not path:
         return Check(component, False, f"not given ({hint})", enables)
@@ -148,9 +192,12 @@ def run_checks(kernels_lib: str | None = None, plugins_lib: str | None = None) -
                            "layover_fused_mix", "the CUDA C++ fused branch (kernels/cuda_lib.py, benchmarks)",
                            "cmake -S . -B build && cmake --build build; --kernels-lib or LAYOVER_KERNELS_LIB"))
     trt, trt_mod = _module("TensorRT", "tensorrt", "tensorrt", "build, parity and tag with .engine files",
-                           "JetPack's python3-libnvinfer on a Jetson; pip install tensorrt elsewhere")
+                           "JetPack's python3-libnvinfer on a Jetson; elsewhere pip install "
+                           "'layover-edge[tensorrt-cu12]' for a CUDA 12 driver, [tensorrt-cu13] for CUDA 13 "
+                           "(driver 580 or newer)")
     checks.append(trt)
     checks.append(_cuda_binding())
+    checks.append(_cuda_majors())
     plugin = _library("TensorRT plugin", plugins_lib, "getCreators",
                       "engines from model.plugin.onnx (one LayoverFusedMix node)",
                       "cmake -S . -B build -DTENSORRT_ROOT=...; --plugins build/liblayover_plugins.so")
@@ -162,6 +209,8 @@ def run_checks(kernels_lib: str | None = None, plugins_lib: str | None = None) -
     if ort_mod is not None:
         ort = Check(ort.component, True, f"{ort.detail}; {', '.join(ort_mod.get_available_providers())}", ort.enables)
     checks.append(ort)
+    import numpy
+    checks.append(numpy_check(numpy.__version__, jetson_model(), system_numpy()))
     checks.append(_module("ONNX export", "onnx", "onnx", "export to ONNX", "pip install 'layover-edge[export]'")[0])
     checks.append(_module("ModelOpt", "modelopt", "nvidia-modelopt", "export --int8 (explicit Q/DQ calibration)",
                           "pip install 'layover-edge[int8]'")[0])

@@ -37,11 +37,21 @@ def read_sidecar(engine: str | Path) -> dict[str, Any]:
     return doc
 
 
-def check_compatible(sidecar: dict[str, Any], tensorrt: str, compute_capability: str, gpu: str) -> None:
-    """Raise LayoverError unless the running TensorRT and GPU architecture are the engine's."""
+def check_compatible(sidecar: dict[str, Any], tensorrt: str, compute_capability: str, gpu: str,
+                     library: dict[str, Any] | None = None) -> None:
+    """Raise LayoverError unless the running TensorRT (its bindings' version and, where both sides
+    know it, its library's build: core.tensorrt.library_identity) and GPU architecture are the engine's."""
     if sidecar["tensorrt"] != tensorrt:
         raise LayoverError(f"engine built with TensorRT {sidecar['tensorrt']}, this is TensorRT {tensorrt}: "
                            f"rebuild it here (layover-edge build) or install TensorRT {sidecar['tensorrt']}")
+    built = sidecar.get("tensorrt_library")
+    if built and library and (built["version"], built["bytes"]) != (library["version"], library["bytes"]):
+        same = built["version"] == library["version"]
+        raise LayoverError(f"engine built with another build of TensorRT {tensorrt}: libnvinfer "
+                           + (f"of {built['bytes']} bytes, this one has {library['bytes']}" if same else
+                              f"{built['version']}, this is {library['version']}")
+                           + "; TensorRT runs a plan only on the build that made it: rebuild it here "
+                             "(layover-edge build)")
     if sidecar["compute_capability"] != compute_capability:
         raise LayoverError(f"engine built for {sidecar['gpu']} (compute capability {sidecar['compute_capability']}), "
                            f"this GPU is {gpu} ({compute_capability}): rebuild it on this device")

@@ -81,20 +81,27 @@ def add_tag_parser(sub) -> None:
     g.add_argument("--framerate", type=POSITIVE, default=30, help="capture frame rate for cameras (default: %(default)s)")
     g.add_argument("--flip", type=FLIP, default=0, help="CSI nvvidconv flip-method, 0-7 (default: %(default)s)")
     g.add_argument("--codec", choices=("h264", "h265"), default="h264", help="RTSP stream codec (default: %(default)s)")
+    g.add_argument("--rtsp-latency", type=NONNEGATIVE, default=200, metavar="MS",
+                   help="RTSP jitter buffer in milliseconds (GStreamer rtspsrc latency): lower for less delay on a "
+                        "clean network, higher against dropped or late packets (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON instead of a table "
                    "(on stderr when the JSON lines go to stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_tag)
 
 
+def capture_options(args):
+    from layover_edge.apps.sources import CaptureOptions
+    return CaptureOptions(args.width, args.height, args.framerate, args.flip, args.codec, args.rtsp_latency)
+
+
 def cmd_tag(args) -> int:
     from layover_edge.runtime.factory import open_model
     backend = open_model(args.model, args.device, args.precision, args.mode)
-    from layover_edge.apps.sources import CaptureOptions
     from layover_edge.apps.tag import summary_text, tag
     summary = {"model": args.model} | tag(
         backend, args.sources, args.jsonl, args.save, args.threshold, args.topk, args.batch_size,
-        CaptureOptions(args.width, args.height, args.framerate, args.flip, args.codec), not args.quiet)
+        capture_options(args), not args.quiet)
     text = json.dumps(json_safe(summary), indent=2) if args.json else summary_text(summary, backend.info.labels)
     print(text, file=sys.stderr if args.jsonl == "-" else sys.stdout)  # stdout stays pure JSON lines
     if summary["interrupted"]:

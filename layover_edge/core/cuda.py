@@ -12,6 +12,10 @@ wrong install, not a missing GPU, and ``binding_mismatch`` says so with the fix.
 """
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
+import re
+
 import numpy as np
 
 from .errors import LayoverError
@@ -60,6 +64,46 @@ def binding_mismatch(driver: int, bindings: str) -> str | None:
 def driver_version(rt) -> int:
     err, version = rt.cudaDriverGetVersion()
     return int(version) if int(err) == 0 else 0
+
+
+def driver_cuda() -> int:
+    """The driver's CUDA version from libcuda itself (cuDriverGetVersion, which needs no cuInit: 12060
+    for 12.6), whichever Python bindings are installed or broken; 0 without a driver."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    version = ctypes.c_int(0)
+    return version.value if lib.cuDriverGetVersion(ctypes.byref(version)) == 0 else 0
+
+
+TENSORRT_WHEEL = re.compile(r"^tensorrt[-_]cu(\d+)(?:[-_](?:libs|bindings))?$")
+
+
+def tensorrt_wheel_cuda() -> tuple[str, int] | None:
+    """(distribution, CUDA major) of a pip-installed TensorRT (tensorrt-cu12, tensorrt_cu13_libs, ...);
+    None for JetPack's or a tarball's TensorRT, built for the CUDA beside it. The plain ``tensorrt``
+    metapackage only pulls one in: 11.4.0.106 requires tensorrt_cu13 (its pyproject.toml)."""
+    for dist in importlib.metadata.distributions():
+        m = TENSORRT_WHEEL.match(dist.metadata["Name"] or "")
+        if m:
+            return dist.metadata["Name"], int(m.group(1))
+    return None
+
+
+def cuda_mismatches(driver: int, tensorrt: tuple[str, int] | None, bindings: str | None) -> list[str]:
+    """Why a pip-installed TensorRT or cuda-python cannot run on this driver (each needs a driver of at
+    least its CUDA major; CUDA 13 needs driver 580 or newer); ``driver`` as cuDriverGetVersion gives it."""
+    if driver == 0:
+        return []
+    major, found = driver // 1000, []
+    cuda = f"CUDA {major}.{driver % 1000 // 10}"
+    if tensorrt is not None and tensorrt[1] > major:
+        found.append(f"{tensorrt[0]} is built for CUDA {tensorrt[1]}, this driver is {cuda}: pip uninstall "
+                     f"{tensorrt[0]} and pip install 'layover-edge[tensorrt-cu{major}]' (or update the driver)")
+    if bindings is not None and (why := binding_mismatch(driver, bindings)):
+        found.append(why)
+    return found
 
 
 class CudaDevice:

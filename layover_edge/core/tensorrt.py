@@ -1,5 +1,6 @@
 """What the engine builder and the TensorRT runtime share: loading plugin libraries into TensorRT's
-process-wide plugin registry, once per library, with failures reported.
+process-wide plugin registry, once per library, with failures reported; and which TensorRT build the
+process runs (``library_identity``), recorded in and checked against each engine's sidecar.
 
 Why a module of its own: ``IPluginRegistry.load_library`` does not raise when it fails, it returns
 None, and it also returns None when a library's plugins are already registered ("The call will fail
@@ -10,6 +11,9 @@ a None is an error unless every plugin the caller needs is already in the regist
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import re
 from pathlib import Path
 
 from .errors import LayoverError
@@ -43,3 +47,31 @@ def load_plugins(trt, logger, libraries: list[str | Path], needed: list[tuple[st
 def _creator(registry, name: str, version: str, namespace: str):
     # get_creator (10.0+) finds IPluginCreatorV3One creators too; get_plugin_creator is gone in 11.
     return registry.get_creator(name, version, namespace)
+
+
+def library_identity(maps: Path = Path("/proc/self/maps")) -> dict | None:
+    """The libnvinfer this process has loaded: {"version", "bytes"}, or None when none is.
+
+    Why not ``tensorrt.__version__``: the bindings' string can lack the build number (JetPack's and the
+    10.3.0 wheel's say "10.3.0"), while TensorRT refuses a plan from another build of the same version
+    and ``deserialize_cuda_engine`` then only returns None. The library itself says more:
+    getInferLib{Major,Minor,Patch,Build}Version from 10.13 (include/NvInferRuntime.h, release/10.13
+    l.5649-5661, 11.1 l.5385-5401), only getInferLibVersion, (major·100 + minor)·100 + patch, before
+    (release/10.3 NvInferRuntimeBase.h l.1233-1238); where the build number is missing, the file's
+    size tells two builds apart."""
+    try:
+        text = maps.read_text()
+    except OSError:
+        return None
+    paths = sorted({m.group(1) for m in re.finditer(r"(/\S*/libnvinfer\.so\.[\d.]+)$", text, re.M)})
+    if not paths:
+        return None
+    lib = ctypes.CDLL(paths[0])  # already loaded: the same handle
+    if hasattr(lib, "getInferLibBuildVersion"):
+        version = ".".join(str(getattr(lib, f"getInferLib{p}Version")()) for p in ("Major", "Minor", "Patch", "Build"))
+    elif hasattr(lib, "getInferLibVersion"):
+        v = lib.getInferLibVersion()
+        version = f"{v // 10000}.{v // 100 % 100}.{v % 100}"
+    else:
+        return None
+    return {"version": version, "bytes": os.path.getsize(os.path.realpath(paths[0]))}

@@ -4,7 +4,11 @@ Before TensorRT touches the file, the sidecar is checked: the engine's sha256, t
 TensorRT version and GPU compute capability against the ones it was built with. Inference uses
 the TensorRT 10/11 tensor-address API (``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``) on device buffers sized for the profile's maximum batch, with an optional
-CUDA graph per batch size (replayed after the input copy).
+CUDA graph per batch size (replayed after the input copy). Each graph gets an execution context of
+its own, set to its batch once: a graph replays the kernels and the context state of its capture,
+and neither NVIDIA's headers nor its samples say that state survives the context being set to
+another shape (trtexec captures one graph "for the current execution context",
+samples/common/sampleInference.cpp release/10.3 l.956-977).
 
 The batches the engine takes come from the engine itself (its input shape, or its profile's
 min/max), so ``Backend.run`` pads a batch below the minimum (a static batch-4 DLA engine tagging a
@@ -23,7 +27,7 @@ from layover_edge.artifacts.model_info import ModelInfo
 from layover_edge.artifacts.sidecar import check_compatible, read_sidecar
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import sha256
-from layover_edge.core.tensorrt import load_plugins
+from layover_edge.core.tensorrt import library_identity, load_plugins
 
 from .base import Backend
 
@@ -46,7 +50,8 @@ class TensorRTBackend(Backend):
                                "(use the .onnx file with ONNX Runtime instead)") from None
         from layover_edge.core.cuda import CudaDevice
         self.cuda = CudaDevice(device)
-        check_compatible(self.sidecar, trt.__version__, self.cuda.compute_capability, self.cuda.name)
+        check_compatible(self.sidecar, trt.__version__, self.cuda.compute_capability, self.cuda.name,
+                         library_identity())
         logger = trt.Logger(trt.Logger.WARNING)
         load_plugins(trt, logger, plugins if plugins is not None else self.sidecar["plugins"])
         runtime = trt.Runtime(logger)
@@ -54,7 +59,11 @@ class TensorRTBackend(Backend):
             runtime.DLA_core = int(self.sidecar["dla_core"])
         self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise LayoverError(f"TensorRT could not deserialize {self.path} (see its messages above)")
+            raise LayoverError(f"TensorRT could not deserialize {self.path} (see its messages above); it was built "
+                               f"with TensorRT {self.sidecar['tensorrt']} (libnvinfer "
+                               f"{(self.sidecar.get('tensorrt_library') or {}).get('version', 'unrecorded')}), this "
+                               f"is {trt.__version__}: a plan runs only on the TensorRT build that made it, so "
+                               f"rebuild it here (layover-edge build)")
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise LayoverError(f"TensorRT could not create an execution context for {self.path} (out of memory?)")
@@ -69,12 +78,10 @@ class TensorRTBackend(Backend):
             if self.engine.get_tensor_dtype(name) != trt.float32:
                 raise LayoverError(f"engine output {name} is not float32")
             self.buffers[name] = self.cuda.malloc(self.max_batch * k * 4)
-        for name, ptr in self.buffers.items():
-            if not self.context.set_tensor_address(name, ptr):
-                raise LayoverError(f"the engine has no tensor {name!r}: its sidecar describes another model")
+        self._bind(self.context)
         self.num_classes = k
         self.use_graph = cuda_graph
-        self.graphs: dict[int, Any] = {}
+        self.graphs: dict[int, tuple[Any, Any]] = {}  # batch -> (its execution context, its CUDA graph)
         super().__init__(ModelInfo.from_metadata(self.sidecar))
 
     def _batch_range(self) -> tuple[int, int]:
@@ -87,23 +94,43 @@ class TensorRTBackend(Backend):
                                f"{self.sidecar['batch'][0]}-{self.sidecar['batch'][2]}: rebuild it")
         return int(low), int(high)
 
-    def _launch(self) -> None:
-        if not self.context.execute_async_v3(self.cuda.stream_handle):
+    def _bind(self, context) -> None:
+        for name, ptr in self.buffers.items():
+            if not context.set_tensor_address(name, ptr):
+                raise LayoverError(f"the engine has no tensor {name!r}: its sidecar describes another model")
+
+    def _shape(self, context, shape: tuple[int, ...]) -> None:
+        if not context.set_input_shape(self.input, shape):
+            raise LayoverError(f"the engine refused input shape {shape} (batches "
+                               f"{self.batch_range[0]}-{self.batch_range[1]}, see TensorRT's message above)")
+
+    def _launch(self, context) -> None:
+        if not context.execute_async_v3(self.cuda.stream_handle):
             raise LayoverError("TensorRT execution failed (see its messages above)")
+
+    def _graph(self, shape: tuple[int, ...]) -> Any:
+        """The CUDA graph for this batch, captured on first use in a context of its own (the backend's
+        first context serves the first batch size)."""
+        b = shape[0]
+        if b not in self.graphs:
+            context = self.context if not self.graphs else self.engine.create_execution_context()
+            if context is None:
+                raise LayoverError(f"TensorRT could not create an execution context for batch {b} (out of memory?)")
+            self._bind(context)
+            self._shape(context, shape)
+            self._launch(context)  # a first run outside capture lets TensorRT finish shape-dependent setup
+            self.graphs[b] = (context, self.cuda.capture(lambda: self._launch(context)))
+        return self.graphs[b][1]
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         b = len(x)
-        if not self.context.set_input_shape(self.input, x.shape):
-            raise LayoverError(f"the engine refused input shape {tuple(x.shape)} (batches "
-                               f"{self.batch_range[0]}-{self.batch_range[1]}, see TensorRT's message above)")
-        self.cuda.htod(self.buffers[self.input], x)
         if self.use_graph:
-            if b not in self.graphs:
-                self._launch()  # a first run outside capture lets TensorRT finish shape-dependent setup
-                self.graphs[b] = self.cuda.capture(self._launch)
-            self.cuda.replay(self.graphs[b])
+            self.cuda.htod(self.buffers[self.input], x)
+            self.cuda.replay(self._graph(tuple(x.shape)))
         else:
-            self._launch()
+            self._shape(self.context, tuple(x.shape))
+            self.cuda.htod(self.buffers[self.input], x)
+            self._launch(self.context)
         out = {name: np.empty((b, self.num_classes), np.float32) for name in self.outputs}
         for name, host in out.items():
             self.cuda.dtoh(host, self.buffers[name])
