@@ -40,3 +40,22 @@ def small_fs(tmp_path):
     for where in reversed(mounted):
         subprocess.run(["umount", "-l", str(where)], check=False)
 
+
+
+@pytest.fixture(scope="session")
+def coco_lite0(tmp_path_factory):
+    """(data root, feature cache) of the real coco2017-mini photos under ImageNet EfficientNet-Lite0 at
+    224 px, extracted once per session by the CLI as a user would; skips where either is absent."""
+    from real_data import need_coco_mini, need_lite0
+
+    from layover_edge.cli import main
+    root = need_coco_mini()
+    need_lite0()
+    cache = tmp_path_factory.mktemp("coco-lite0") / "cache"
+    for split in ("train", "val"):
+        assert main(["features", *COCO_LITE0_ARGS, "--data-root", str(root), "--split", split, "--cache", str(cache),
+                     "--quiet"]) == 0
+    return root, cache
+
+
+COCO_LITE0_ARGS = ("--backbone", "tf_efficientnet_lite0", "--weights", "efficientnet-lite0", "--data", "coco2017")

@@ -16,14 +16,7 @@ from layover_edge.data.synthetic import SyntheticScenes
 from layover_edge.training.evaluate import size_metrics
 from layover_edge.training.metrics import size_ap
 
-
-def coco_mini() -> Path | None:
-    """../shared/coco2017-mini beside the repository (or LAYOVER_COCO_MINI), None where absent."""
-    for where in (os.environ.get("LAYOVER_COCO_MINI"), Path(__file__).resolve().parents[1] / ".." / "shared" /
-                  "coco2017-mini"):
-        if where and (Path(where) / "annotations" / "instances_val2017.json").is_file():
-            return Path(where)
-    return None
+from real_data import coco_mini
 
 
 def sklearn_ap(y: np.ndarray, scores: np.ndarray) -> list[float]:
