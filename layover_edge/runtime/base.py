@@ -72,6 +72,12 @@ class Backend(ABC):
         cannot hold a batch there."""
         return None
 
+    def device_timer(self, batch: np.ndarray) -> Callable[[], float] | None:
+        """A zero-argument call that runs one inference on a copy of ``batch`` already on the GPU and
+        returns its device time in ms (CUDA events on the backend's own stream, waited for: one
+        request's latency), or None where the model does not run on a GPU."""
+        return None
+
     def model_bytes(self) -> int:
         """What the model weighs: its file on disk, or its tensors in memory."""
         return self.path.stat().st_size if self.path is not None else 0

@@ -4,7 +4,8 @@ Before TensorRT touches the file, the sidecar is checked: the engine's sha256, t
 TensorRT version and GPU compute capability against the ones it was built with. Inference uses
 the TensorRT 10/11 tensor-address API (``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``) on device buffers sized for the profile's maximum batch, with an optional
-CUDA graph per batch size (replayed after the input copy).
+CUDA graph per batch size (replayed after the input copy); ``device_timer`` replays it on a batch
+left on the device, timed with CUDA events (what ``bench`` reports as compute).
 
 The batches the engine takes come from the engine itself (its input shape, or its profile's
 min/max), so ``Backend.run`` pads a batch below the minimum (a static batch-4 DLA engine tagging a
@@ -15,7 +16,7 @@ needs ``Runtime.DLA_core`` set before deserialising, as trtexec does (sampleEngi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,12 +92,8 @@ class TensorRTBackend(Backend):
         if not self.context.execute_async_v3(self.cuda.stream_handle):
             raise LayoverError("TensorRT execution failed (see its messages above)")
 
-    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        b = len(x)
-        if not self.context.set_input_shape(self.input, x.shape):
-            raise LayoverError(f"the engine refused input shape {tuple(x.shape)} (batches "
-                               f"{self.batch_range[0]}-{self.batch_range[1]}, see TensorRT's message above)")
-        self.cuda.htod(self.buffers[self.input], x)
+    def _execute(self, b: int) -> None:
+        """Enqueue one inference of the batch in the input buffer: its CUDA graph, or the engine."""
         if self.use_graph:
             if b not in self.graphs:
                 self._launch()  # a first run outside capture lets TensorRT finish shape-dependent setup
@@ -104,11 +101,34 @@ class TensorRTBackend(Backend):
             self.cuda.replay(self.graphs[b])
         else:
             self._launch()
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(self.input, shape):
+            raise LayoverError(f"the engine refused input shape {tuple(shape)} (batches "
+                               f"{self.batch_range[0]}-{self.batch_range[1]}, see TensorRT's message above)")
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        b = len(x)
+        self._set_shape(x.shape)
+        self.cuda.htod(self.buffers[self.input], x)
+        self._execute(b)
         out = {name: np.empty((b, self.num_classes), np.float32) for name in self.outputs}
         for name, host in out.items():
             self.cuda.dtoh(host, self.buffers[name])
         self.cuda.sync()
         return out
+
+    def device_timer(self, batch: np.ndarray) -> Callable[[], float] | None:
+        """The batch copied into the input buffer once; each call enqueues one inference (its CUDA
+        graph with ``cuda_graph``) and returns its time between CUDA events on the stream, in ms."""
+        low, high = self.batch_range
+        if not low <= len(batch) <= high:
+            return None
+        x = np.ascontiguousarray(batch, np.float32)
+        self._set_shape(x.shape)
+        self.cuda.htod(self.buffers[self.input], x)
+        self.cuda.sync()
+        return lambda: self.cuda.time_ms(lambda: self._execute(len(x)))
 
     def metadata(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.cuda.name, "compute_capability": self.cuda.compute_capability,
