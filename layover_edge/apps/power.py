@@ -28,7 +28,7 @@ HWMON = Path("/sys/class/hwmon")
 TOTAL_RAIL = "VDD_IN"
 # "VDD_GPU_SOC 2340mW/2340mW" (JetPack 5/6) or "VDD_IN 3140/3208" (JetPack 4): rail, current, average
 RAIL = re.compile(r"\b([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?\b")
-POWER_MODE = re.compile(r"NV Power Mode:\s*(.+?)\s*$", re.M)
+POWER_MODE = re.compile(r"NV Power Mode:\s*(.+?)\s*$", re.MULTILINE)
 
 
 def parse_tegrastats(line: str) -> dict[str, float]:
@@ -57,7 +57,7 @@ def _command(args: list[str]) -> tuple[str | None, str | None]:
     if shutil.which(args[0]) is None:
         return None, f"{args[0]} is not on PATH"
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return None, f"{' '.join(args)}: {e}"
     if done.returncode != 0:
@@ -83,7 +83,7 @@ class Ina3221:
     channels: list[tuple[str, Path, Path]]
 
     @classmethod
-    def find(cls, root: Path = HWMON) -> "Ina3221 | None":
+    def find(cls, root: Path = HWMON) -> Ina3221 | None:
         channels = []
         for dev in sorted(root.glob("hwmon*")):
             try:
@@ -119,7 +119,7 @@ class PowerMeter:
     _ina: Ina3221 | None = None
 
     @classmethod
-    def open(cls, root: Path = HWMON) -> "PowerMeter | None":
+    def open(cls, root: Path = HWMON) -> PowerMeter | None:
         """INA3221 sysfs where present, else tegrastats on PATH, else None (not a Jetson)."""
         ina = Ina3221.find(root)
         if ina is not None:

@@ -8,7 +8,11 @@ What trtexec's sources fix (NVIDIA/TensorRT release/10.3 and 10.13, samples/comm
   they apply to ``--loadEngine`` too;
 - ``printEpilog`` (sampleReporting.cpp:224-264 at 10.3) prints, per metric, ``min = X ms, max = X ms,
   mean = X ms, median = X ms`` then ``, percentile(P%) = X ms`` for each reported percentile
-  (90, 95, 99 by default), and ``Throughput: X qps``.
+  (90, 95, 99 by default), and ``Throughput: X qps``;
+- from 11.x CUDA graphs and no data transfers are trtexec's defaults, and ``--useCudaGraph`` and
+  ``--noDataTransfers`` are deprecated no-ops that print a warning (sampleOptions.cpp:1684-1720 at
+  release/11.1): the command leaves them out for an engine built with TensorRT 11.
+The engine's sidecar says which TensorRT built it; trtexec must be that version to load it.
 """
 from __future__ import annotations
 
@@ -51,8 +55,10 @@ def parse_summary(log: str) -> dict:
 def command(engine: str, sidecar: dict, batch: int, iterations: int, trtexec: str = "trtexec") -> list[str]:
     """The argument list (no shell) that times ``engine`` at ``batch`` the way our compute column is
     timed: CUDA graph, no host copies."""
-    args = [trtexec, f"--loadEngine={engine}", "--useCudaGraph", "--noDataTransfers",
-            f"--iterations={iterations}", "--duration=0", "--warmUp=200"]
+    args = [trtexec, f"--loadEngine={engine}"]
+    if int(str(sidecar["tensorrt"]).split(".")[0]) < 11:  # 11 does both by default; the flags only warn there
+        args += ["--useCudaGraph", "--noDataTransfers"]
+    args += [f"--iterations={iterations}", "--duration=0", "--warmUp=200"]
     low, _, high = (int(b) for b in sidecar["batch"])
     if low != high:  # a static engine takes no shapes
         s = int(sidecar["image_size"])
@@ -72,7 +78,7 @@ def run(engine: str, sidecar: dict, batch: int, iterations: int, trtexec: str, t
     """trtexec's summary for one engine and batch, with its command; ``error`` instead when it failed."""
     args = command(engine, sidecar, batch, iterations, trtexec)
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"command": args, "error": str(e)}
     summary = parse_summary(done.stdout)

@@ -74,6 +74,9 @@ def add_tag_parser(sub) -> None:
                         "stdout, and a pipe or device is written line by line (default: -)")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also write the frames with their tags drawn: DIR/<image>.jpg, DIR/<video>.mp4")
+    p.add_argument("--prefetch", type=NONNEGATIVE, default=2,
+                   help="batches decoded and preprocessed ahead in a second thread while the current one is "
+                        "inferred (live sources: 1); 0 runs the stages one after another (default: %(default)s)")
     add_backend_args(p)
     g = p.add_argument_group("camera and stream")
     g.add_argument("--width", type=POSITIVE, default=1280, help="capture width for cameras (default: %(default)s)")
@@ -94,7 +97,7 @@ def cmd_tag(args) -> int:
     from layover_edge.apps.tag import summary_text, tag
     summary = {"model": args.model} | tag(
         backend, args.sources, args.jsonl, args.save, args.threshold, args.topk, args.batch_size,
-        CaptureOptions(args.width, args.height, args.framerate, args.flip, args.codec), not args.quiet)
+        CaptureOptions(args.width, args.height, args.framerate, args.flip, args.codec), not args.quiet, args.prefetch)
     text = json.dumps(json_safe(summary), indent=2) if args.json else summary_text(summary, backend.info.labels)
     print(text, file=sys.stderr if args.jsonl == "-" else sys.stdout)  # stdout stays pure JSON lines
     if summary["interrupted"]:
@@ -172,7 +175,7 @@ def bench_config(args):
     if args.models:
         given = [f"--{k.replace('_', '-')}" for k in BACKBONE_ONLY if getattr(args, k) is not None]
         if given:
-            raise LayoverError(f"{', '.join(given)} describe the backbone-name mode; with MODEL files each file's "
+            raise LayoverError(f"{', '.join(given)} apply to the backbone-name mode; with MODEL files each file's "
                                "own metadata says what it is")
         from layover_edge.apps.bench_files import FileBenchConfig
         return FileBenchConfig(
