@@ -83,9 +83,11 @@ class TagSummary:
     alpha_frames: int = 0
 
     def bound(self) -> tuple[str | None, float | None]:
-        """The slowest stage and the frames/s it allows alone (the most a perfect pipeline could do)."""
-        name = max(self.stages, key=self.stages.get)
-        return (name, self.frames / self.stages[name]) if self.frames and self.stages[name] > 0 else (None, None)
+        """The pipeline's slowest stage (``read``: decode + preprocess, the prefetch thread's work;
+        ``tag``: inference + output) and the frames/s it allows: the most the two threads can reach."""
+        seconds = {name: sum(self.stages[s] for s in parts) for name, parts in PIPELINE.items()}
+        name = max(seconds, key=seconds.get)
+        return (name, self.frames / seconds[name]) if self.frames and seconds[name] > 0 else (None, None)
 
     def to_dict(self) -> dict:
         slowest, bound = self.bound()
@@ -100,6 +102,7 @@ class TagSummary:
 
 
 STAGES = ("decode", "preprocess", "inference", "output")
+PIPELINE = {"read": ("decode", "preprocess"), "tag": ("inference", "output")}  # one thread each
 
 
 def chunks(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
@@ -337,7 +340,7 @@ def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str
 def summary_text(summary: dict, labels: list[str]) -> str:
     head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
             f"({summary['frames_per_second']:.1f} frames/s"
-            + (f"; slowest stage {summary['slowest_stage']}, alone {summary['slowest_stage_bound_fps']:.1f} frames/s"
+            + (f", at most {summary['slowest_stage_bound_fps']:.1f} by its slowest stage, {summary['slowest_stage']}"
                if summary.get("slowest_stage") else "")
             + "; " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()) + "), "
             f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
