@@ -115,3 +115,34 @@ def test_bad_inputs_are_one_line(exports, tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and "error:" in err and message in err, (argv, err)
     with pytest.raises(LayoverError, match="no model files"):
         FileBenchConfig(models=())
+
+
+@pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not importable (no TensorRT and GPU on this machine): the "
+                                        "engine's device-resident timing and trtexec run only on a device")
+def test_engine_timed_on_the_gpu_with_and_without_copies(tmp_path):
+    import tensorrt as trt
+
+    from layover_edge.core.cuda import CudaDevice
+    from layover_edge.export.build import build_engine, prepare_build
+    from layover_edge.export.targets import TARGETS
+    from layover_edge.runtime.factory import open_backend
+    cc = CudaDevice().compute_capability
+    target = next(t for t in TARGETS.values() if t.compute_capability == cc)
+    req = prepare_build(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.engine", "fp32", target, trt.__version__,
+                        batch=(1, 2, 4))
+    build_engine(req)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    backend = open_backend(tmp_path / "m.engine", cuda_graph=True)
+    timer = backend.device_timer(x)
+    assert timer() > 0 and backend.device_timer(np.zeros((8, 3, 8, 8), np.float32)) is None  # beyond the profile
+    np.testing.assert_allclose(backend.predict(x), 1 / (1 + np.exp(-x.mean((2, 3)).sum(1, keepdims=True))).repeat(2, 1),
+                               atol=1e-5)  # graphs replayed by the timer leave predict right
+    cfg = FileBenchConfig(models=(str(tmp_path / "m.engine"), str(tmp_path / "m.onnx")), batches=(1, 4, 8),
+                          device="cuda", warmup=2, iters=10, rounds=2, power=False)
+    rows = run_file_bench(cfg, tmp_path / "out", progress=False)["rows"]
+    eng = {r["batch"]: r for r in rows if r["kind"] == "tensorrt"}
+    assert eng[8]["status"] == "skipped" and "batches 1-4" in eng[8]["error"]
+    for b in (1, 4):
+        assert eng[b]["status"] == "ok" and 0 < eng[b]["compute_ms"]["p50"] <= eng[b]["latency_ms"]["p99"]
+        nv = eng[b].get("trtexec")
+        assert nv is None or "error" in nv or nv["gpu_compute_ms"]["median"] > 0
