@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
+import re
 import shutil
 import sys
 import time
@@ -67,7 +68,7 @@ class FileBenchConfig:
             raise LayoverError("batch sizes must be positive")
         if self.iters < self.rounds or self.rounds < 1 or self.warmup < 0:
             raise LayoverError("need rounds ≥ 1, iters ≥ rounds and warmup ≥ 0")
-        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise LayoverError(f"--device must be auto, cpu, cuda or cuda:N for model files, got {self.device!r}")
         bad = set(self.precisions or ()) - set(TORCH_PRECISIONS)
         if bad:
@@ -302,6 +303,8 @@ def run_file_bench(cfg: FileBenchConfig, out: Path, progress: bool = True) -> di
     finally:
         if meter is not None:
             meter.stop()
+    env["gpus"] = sorted({r["backend"]["device"] for r in rows if r["status"] == "ok" and r["backend"].get("device")
+                          not in (None, "cpu", "cuda")})  # names: TensorRT and PyTorch report them
     result = {"mode": "files", "title": ", ".join(sorted({f.backbone for f in files})),
               "config": {k: v for k, v in cfg.__dict__.items()}, "environment": env,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}
@@ -320,7 +323,8 @@ def markdown(result: dict) -> str:
     libs = ", ".join(f"{k} {env[k]}" for k in ("onnxruntime", "tensorrt", "torch", "cuda-python") if k in env)
     jetson = env.get("jetson") or {}
     lines = [f"# Latency of {len(c['models'])} model files ({result['title']})", "",
-             f"{env['device_name']} (--device {env['device']}); {libs}; {result['date']}.",
+             f"{', '.join([env['device_name'], *env.get('gpus', [])])} (--device {env['device']}); {libs}; "
+             f"{result['date']}.",
              f"{c['warmup']} warm-up calls, then {c['iters']} timed calls per cell; the files one backend runs at "
              f"one precision and size interleaved in {c['rounds']} rounds. `predict` = host batch in, probabilities "
              "out (host↔device copies included); `compute` = batch already on the GPU, CUDA events; trtexec = "

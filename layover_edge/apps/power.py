@@ -52,27 +52,27 @@ def parse_nvpmodel(text: str) -> dict:
     return {"power_mode": m.group(1), "power_mode_id": int(rest[0]) if rest and rest[0].isdigit() else None}
 
 
-def _command(args: list[str]) -> tuple[str | None, str | None]:
-    """(stdout, None) or (None, why it could not be had)."""
+def _command(args: list[str]) -> tuple[str, str | None]:
+    """(stdout, None), or (whatever it printed, why it failed): ``nvpmodel -q`` without root prints the
+    mode and then errors about files it cannot read (NVIDIA-AI-IOT/jetbot#49)."""
     if shutil.which(args[0]) is None:
-        return None, f"{args[0]} is not on PATH"
+        return "", f"{args[0]} is not on PATH"
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return None, f"{' '.join(args)}: {e}"
+        return "", f"{' '.join(args)}: {e}"
     if done.returncode != 0:
         why = (done.stderr or done.stdout).strip().splitlines()
-        return None, f"{' '.join(args)} exited {done.returncode}" + (f": {why[0]}" if why else "")
+        return done.stdout, f"{' '.join(args)} exited {done.returncode}" + (f": {why[0]}" if why else "")
     return done.stdout, None
 
 
 def jetson_state() -> dict:
     """Power mode and clocks, with the reason where either could not be read."""
-    out: dict = {}
     text, why = _command(["nvpmodel", "-q"])
-    out |= parse_nvpmodel(text) if text else {"power_mode_error": why}
+    out = parse_nvpmodel(text) or {"power_mode_error": why or "nvpmodel -q printed no power mode"}
     text, why = _command(["jetson_clocks", "--show"])
-    out |= {"clocks": text.strip().splitlines()} if text else {"clocks_error": why}
+    out |= {"clocks": text.strip().splitlines()} if why is None else {"clocks_error": why}
     return out
 
 
