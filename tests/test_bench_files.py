@@ -65,6 +65,25 @@ def test_one_command_times_lp_rm_ft_files_and_prints_rm_over_lp(exports, tmp_pat
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_onnx_files_are_timed_without_torch(exports, tmp_path):
+    """The Jetson's device install has no torch: with it unimportable, ONNX files are timed and a
+    checkpoint gets a row saying why it cannot run (tests/test_device_install.py does it in a real venv)."""
+    import subprocess
+    import sys
+    code = ("import sys, json; sys.modules['torch'] = sys.modules['timm'] = None\n"
+            "from layover_edge.cli import main\n"
+            f"rc = main(['bench', {str(exports['lp'][1])!r}, {str(exports['rm'][1])!r}, {str(exports['lp'][0])!r}, "
+            f"'--batches', '1', '--warmup', '1', '--iters', '2', '--rounds', '1', '--out', {str(tmp_path)!r}, '--quiet'])\n"
+            "print(json.dumps([rc, [m for m, v in sys.modules.items() if v is not None and m.split('.')[0] in "
+            "('torch', 'timm')]]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    rc, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rc == 0 and loaded == [], done.stderr
+    rows = {r["model"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}
+    assert rows["lp.onnx"]["status"] == rows["rm.onnx"]["status"] == "ok"
+    assert rows["lp-checkpoint"]["status"] == "skipped" and "PyTorch is not installed" in rows["lp-checkpoint"]["error"]
+
+
 def test_files_are_what_their_metadata_says(exports, tmp_path):
     """The exported files compute what their checkpoints do (ONNX Runtime vs PyTorch on one batch),
     so the table compares the user's models, and each is described from its own metadata."""

@@ -273,7 +273,7 @@ def groups(runners: list[Runner], files: list[ModelFile]) -> list[tuple[Runner, 
 def environment(cfg: FileBenchConfig, meter: PowerMeter | None, trtexec: str | None) -> dict:
     env = {"device_name": cpu_name(), "device": cfg.device, **library_versions(),
            "trtexec": trtexec or "not found (not on PATH, nor /usr/src/tensorrt/bin)"}
-    if "torch" in sys.modules:  # loaded for checkpoints only
+    if sys.modules.get("torch") is not None:  # loaded for checkpoints only
         env["torch_threads"] = sys.modules["torch"].get_num_threads()
     if is_jetson() or shutil.which("nvpmodel"):
         env["jetson"] = jetson_state()
