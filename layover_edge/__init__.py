@@ -6,7 +6,7 @@
 
 See ``layover_edge.api`` for every call; the CLI (``layover-edge VERB``) runs the same ones.
 """
-from .api import (Model, Prediction, connect, evaluate, export, load, parity, serve, start_server, train,
+from .api import (Model, Prediction, bench, connect, evaluate, export, load, parity, serve, start_server, train,
                   tune_thresholds)
 from .core.config import ExportConfig, ModelConfig, ServeConfig, TrainConfig
 from .core.errors import LayoverError
@@ -14,5 +14,5 @@ from .data.spec import DataSpec
 
 __version__ = "0.1.0"
 __all__ = ["DataSpec", "ExportConfig", "LayoverError", "Model", "ModelConfig", "Prediction", "ServeConfig",
-           "TrainConfig", "connect", "evaluate", "export", "load", "parity", "serve", "start_server", "train",
+           "TrainConfig", "bench", "connect", "evaluate", "export", "load", "parity", "serve", "start_server", "train",
            "tune_thresholds"]
