@@ -6,20 +6,8 @@
 
 See ``layover_edge.api`` for every call; the CLI (``layover-edge VERB``) runs the same ones.
 """
-from .api import (
-                  Model,
-                  Prediction,
-                  bench,
-                  connect,
-                  evaluate,
-                  export,
-                  load,
-                  parity,
-                  serve,
-                  start_server,
-                  train,
-                  tune_thresholds,
-)
+from .api import (Model, Prediction, bench, connect, evaluate, export, load, parity, serve, start_server,
+                  train, tune_thresholds)
 from .core.config import ExportConfig, ModelConfig, ServeConfig, TrainConfig
 from .core.errors import LayoverError
 from .data.spec import DataSpec
