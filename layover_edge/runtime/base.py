@@ -68,7 +68,7 @@ class Backend(ABC):
 
     def device_runner(self, batch: np.ndarray) -> Callable[[], Any] | None:
         """A zero-argument call that runs one inference on a copy of ``batch`` already where the model
-        runs (its output left there: what ``device_timer`` times), or None if the backend
+        runs (its output left there; the torch backend's ``device_timer`` times it), or None if the backend
         cannot hold a batch there."""
         return None
 
