@@ -6,13 +6,13 @@
 
 See ``layover_edge.api`` for every call; the CLI (``layover-edge VERB``) runs the same ones.
 """
-from .api import (Model, Prediction, connect, evaluate, export, load, parity, select, serve, start_server, train,
-                  tune_thresholds)
+from .api import (Model, Prediction, bench, connect, evaluate, export, load, parity, select, serve, start_server,
+                  train, tune_thresholds)
 from .core.config import ExportConfig, ModelConfig, ServeConfig, TrainConfig
 from .core.errors import LayoverError
 from .data.spec import DataSpec
 
 __version__ = "0.1.0"
 __all__ = ["DataSpec", "ExportConfig", "LayoverError", "Model", "ModelConfig", "Prediction", "ServeConfig",
-           "TrainConfig", "connect", "evaluate", "export", "load", "parity", "select", "serve", "start_server", "train",
-           "tune_thresholds"]
+           "TrainConfig", "bench", "connect", "evaluate", "export", "load", "parity", "select", "serve", "start_server",
+           "train", "tune_thresholds"]

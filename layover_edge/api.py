@@ -8,9 +8,10 @@
 
     with le.start_server("deploy/model.onnx", http_port=0, grpc_port=0, metrics_port=0) as server:
         print(server.client().tag(["photos/"]))      # Triton over gRPC; le.connect(URL) for a running one
+    le.bench(["lp.onnx", "rm.onnx", "ft.onnx"], "runs/bench")   # latency per backend, RM/LP and FT/LP
 
 Keyword options go to the library's config classes by name (``ModelConfig``, ``TrainConfig``,
-``DataSpec``, ``ExportConfig``, ``ServeConfig``), so every default is the CLI's default, written once.
+``DataSpec``, ``ExportConfig``, ``ServeConfig``, the bench configs), so every default is the CLI's default, written once.
 """
 from __future__ import annotations
 
@@ -205,6 +206,19 @@ def parity(reference: str | Path, candidate: str | Path, data: str, **options) -
     (``NAME:SPLIT``); ``result["passed"]`` says whether every gate held."""
     from layover_edge.apps.parity import run_parity
     return run_parity(reference, candidate, data, **options)
+
+
+def bench(models: Iterable[str | Path] = (), out: str | Path = "runs/bench", progress: bool = True,
+          **options) -> dict:
+    """What ``layover-edge bench`` does: with ``models`` (checkpoints, .onnx files, engines, any mix)
+    each is timed on every backend here (``FileBenchConfig`` options: batches, device, iters, ...);
+    without, LP/RM/FT of one backbone (``BenchConfig`` options). Writes bench.json, bench.md and
+    bench.png into ``out``; returns bench.json's content."""
+    from layover_edge.apps.bench import BenchConfig, run_any_bench
+    from layover_edge.apps.bench_files import FileBenchConfig
+    models = tuple(str(m) for m in models)
+    cfg = FileBenchConfig(models=models, **options) if models else BenchConfig(**options)
+    return run_any_bench(cfg, Path(out), progress)[0]
 
 
 def serve(model: str | Path, device: str = "auto", precision: str = "fp32", mode: str = "eager", **options) -> dict:

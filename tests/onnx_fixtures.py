@@ -32,3 +32,19 @@ def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
                          "outputs": ["logits", "probabilities"], "high_precision_nodes": ["node_linear_0", "node_linear_0_bias", "node_sigmoid"]})
     onnx.save(model, str(path))
     return path
+
+
+def fake_engine(tmp_path, **changes):
+    """An engine file with a sidecar as build_engine writes it (the engine bytes are not real)."""
+    import json
+
+    from layover_edge.artifacts.sidecar import sidecar_path
+    from layover_edge.export.build import make_sidecar, prepare_build
+    from layover_edge.export.targets import get_target
+    path = tiny_onnx(tmp_path / "m.onnx")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not a real engine")
+    req = prepare_build(path, engine, "fp32", get_target("orin-agx"), "10.3.0")
+    sidecar = make_sidecar(req, "10.3.0", "Orin", "8.7", 1.0) | changes
+    sidecar_path(engine).write_text(json.dumps(sidecar))
+    return engine, sidecar

@@ -1,6 +1,6 @@
 """The device install, for real: a fresh virtual environment with ``pip install -e ".[device]"`` (what
 the README tells a Jetson user) gets no torch, torchvision or timm, and ``doctor``, ``tag``,
-``build --trtexec-only`` and ``parity`` of an ONNX file run there. On a Jetson this is what keeps
+``build --trtexec-only``, ``parity`` and ``bench`` of an ONNX file run there. On a Jetson this is what keeps
 NVIDIA's JetPack torch: nothing in the install resolves a torch from the package index.
 
 It installs from the package index (the CI machine reaches it; pip's own cache makes reruns faster)."""
@@ -81,3 +81,9 @@ def test_device_install_has_no_torch_and_tags(device_venv, tmp_path):
                  "--data-root", images, "--out", tmp_path / "parity", "--json", "--quiet", cwd=tmp_path)
     assert parity.returncode == 0, parity.stderr
     assert json.loads(parity.stdout)["passed"]
+
+    bench = run(device_venv, "layover-edge", "bench", model, "--batches", "1", "2", "--warmup", "1", "--iters", "2",
+                "--rounds", "1", "--out", tmp_path / "bench", "--json", "--quiet", cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr
+    timed = json.loads(bench.stdout)
+    assert [r["status"] for r in timed["rows"]] == ["ok", "ok"] and "torch" not in timed["environment"]

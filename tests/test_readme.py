@@ -19,3 +19,4 @@ def test_python_api_examples_run(tmp_path, monkeypatch):
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["report"]["passed"] and 0 <= namespace["metrics"]["mAP"] <= 100
     assert (tmp_path / "runs/api-rm/best/config.json").is_file() and namespace["tuned"]["written"]
+    assert [r["status"] for r in namespace["timed"]["rows"]] == ["ok", "ok"]

@@ -213,3 +213,54 @@ def test_jsonl_to_a_pipe_streams_into_it(checkpoint, folder, tmp_path, capsys):
         os.close(reader)
     assert rc == 0 and stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert len([json.loads(line) for line in data.splitlines()]) == 11
+
+
+def test_prefetch_tags_the_same_and_reports_its_stages(checkpoint, folder, tmp_path):
+    """Decoding ahead in a thread changes nothing in the output; each stage's seconds are kept and the
+    run is never faster than its slowest stage (read: decode + preprocess; tag: inference + output)
+    allows, as each stage's work runs one batch after another in its thread."""
+    video = make_video(tmp_path / "clip.avi", frames=9)
+    backend = TorchBackend(checkpoint)
+    runs = {}
+    for depth in (0, 2):
+        lines = []
+        summary = Tagger(backend, lines.append, batch_size=3, progress=False, prefetch=depth).run(
+            open_sources([str(folder), str(video)]))
+        runs[depth] = (lines, summary.to_dict())
+    assert runs[0][0] == runs[2][0] and len(runs[2][0]) == 20  # 10 images + corrupt.png + 9 frames
+    for _, s in runs.values():
+        assert set(s["stage_seconds"]) == {"decode", "preprocess", "inference", "output"}
+        assert all(v > 0 for v in s["stage_seconds"].values())
+        st = s["stage_seconds"]
+        read, tag = st["decode"] + st["preprocess"], st["inference"] + st["output"]
+        assert s["slowest_stage"] == ("read" if read > tag else "tag")
+        assert s["frames_per_second"] <= s["slowest_stage_bound_fps"] * 1.01  # rounding
+
+
+def test_the_next_batch_is_decoded_while_the_current_one_infers(checkpoint, folder):
+    import threading
+    import time
+    backend = TorchBackend(checkpoint)
+    real, events = backend.predict_with_alpha, []
+
+    def slow(x):
+        events.append(("infer start", threading.current_thread().name, time.perf_counter()))
+        out = real(x)
+        time.sleep(0.3)  # a GPU busy with the batch: the CPU is free to decode the next
+        events.append(("infer end", threading.current_thread().name, time.perf_counter()))
+        return out
+
+    backend.predict_with_alpha = slow
+    tagger = Tagger(backend, lambda r: None, batch_size=4, progress=False, prefetch=1)
+    preprocess = tagger.preprocess
+
+    def recorded(images):
+        events.append(("preprocess", threading.current_thread().name, time.perf_counter()))
+        return preprocess(images)
+
+    tagger.preprocess = recorded
+    tagger.run(open_sources([str(folder)]))
+    pre = [e for e in events if e[0] == "preprocess"]
+    infer_end = [e[2] for e in events if e[0] == "infer end"]
+    assert {e[1] for e in pre} == {"tag-prefetch"} and len(pre) == 3 and len(infer_end) == 3
+    assert pre[1][2] < infer_end[0]  # batch 2 was ready before batch 1 finished inferring

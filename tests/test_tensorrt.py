@@ -12,11 +12,11 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from onnx_fixtures import tiny_onnx  # noqa: E402
+from onnx_fixtures import fake_engine, tiny_onnx  # noqa: E402
 
 from layover_edge.artifacts.sidecar import check_compatible, read_sidecar, sidecar_path  # noqa: E402
 from layover_edge.core.errors import LayoverError  # noqa: E402
-from layover_edge.export.build import make_sidecar, prepare_build  # noqa: E402
+from layover_edge.export.build import prepare_build  # noqa: E402
 from layover_edge.export.precision import precision_mode  # noqa: E402
 from layover_edge.export.targets import TARGETS, get_target  # noqa: E402
 from layover_edge.runtime.factory import open_backend  # noqa: E402
@@ -155,17 +155,6 @@ def test_onnx_without_our_metadata_is_refused(tmp_path):
     onnx.save(model, str(path))
     with pytest.raises(LayoverError, match="no layover-edge metadata"):
         prepare_build(path, tmp_path / "e", "fp32", get_target("h100"), "10.16.0")
-
-
-def fake_engine(tmp_path, **changes):
-    """An engine file with a sidecar as build_engine writes it (the engine bytes are not real)."""
-    path = tiny_onnx(tmp_path / "m.onnx")
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"not a real engine")
-    req = prepare_build(path, engine, "fp32", get_target("orin-agx"), "10.3.0")
-    sidecar = make_sidecar(req, "10.3.0", "Orin", "8.7", 1.0) | changes
-    sidecar_path(engine).write_text(json.dumps(sidecar))
-    return engine, sidecar
 
 
 def test_sidecar_contents_and_compatibility(tmp_path):

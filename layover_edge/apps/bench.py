@@ -1,14 +1,9 @@
-"""The latency benchmark: LP, RM and FT of one backbone on every available backend and precision.
+"""The backbone-name benchmark: LP, RM and FT built from one timm backbone (random weights by
+default: the paper's shapes without a download) on every available backend and precision.
+``bench_files`` times the user's own files instead; both time through ``timing``.
 
-Why it is built this way:
-- LP, RM and FT are timed in the same process, interleaved round by round, so clock, thermal
-  and load drift hit all three alike and the RM/LP ratio is trustworthy.
-- Every variant goes through the one Backend interface the tagger uses (torch eager / CUDA graph /
-  torch.compile, ONNX Runtime FP32 and INT8), so the numbers describe what ships.
-- Two latencies: ``predict`` on a host numpy batch (host->device copy, inference, copy back:
-  what a caller sees) and, where the backend can keep a batch on the device, inference alone
-  (CUDA events, one request at a time). On the CPU there are no copies: one number.
-- p50/p90/p99 over single calls, not a mean: tails matter on a device.
+Every variant goes through the one Backend interface the tagger uses (torch eager / CUDA graph /
+torch.compile, ONNX Runtime FP32 and INT8), so the numbers describe what ships.
 """
 from __future__ import annotations
 
@@ -16,12 +11,11 @@ import gc
 import importlib.util
 import logging
 import platform
-import statistics
-import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,6 +24,9 @@ from layover_edge.core.config import METHODS, ModelConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import save_figure, write_json, write_text
 from layover_edge.runtime.base import Backend
+
+from . import timing
+from .timing import cpu_name
 
 if TYPE_CHECKING:
     import torch
@@ -93,16 +90,6 @@ class BenchConfig:
             raise LayoverError("need rounds ≥ 1, iters ≥ rounds and warmup ≥ 0")
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     """Device name and library versions, stored beside every number."""
     import timm
@@ -139,37 +126,6 @@ def plan_variants(cfg: BenchConfig, device: torch.device) -> list[Variant]:
         out += [Variant("onnxruntime", p) for p in precisions if p in ONNX_PRECISIONS]
     if not out:
         raise LayoverError("no variant to benchmark: check --formats, --precisions and --modes")
-    return out
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
-
-
-def time_host(backend: Backend, x: np.ndarray, n: int) -> list[float]:
-    """predict() on a host batch, per call in ms: copies in, inference, copy back (synchronous)."""
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        backend.predict(x)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
-def time_device(run: Callable[[], Any], n: int) -> list[float]:
-    """One device-resident inference per call, in ms from CUDA events, waiting for each so the
-    number is one request's latency, not a pipelined rate."""
-    import torch
-    out = []
-    for _ in range(n):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        out.append(start.elapsed_time(end))
     return out
 
 
@@ -248,27 +204,8 @@ def open_variant(prep: Prepared, v: Variant, method: str, device: torch.device, 
 
 def measure(backends: dict[str, Backend], batch: int, cfg: BenchConfig, device: torch.device,
             image_size: int) -> dict[str, dict]:
-    """Warm up, then time LP/RM/FT interleaved: ``rounds`` rounds, rotating who goes first."""
     x = np.random.default_rng(cfg.seed).standard_normal((batch, 3, image_size, image_size), np.float32)
-    runners = {m: r for m, b in backends.items() if device.type == "cuda" and (r := b.device_runner(x)) is not None}
-    for m, b in backends.items():
-        b.warmup(batch, max(cfg.warmup, 1))
-        if m in runners:
-            time_device(runners[m], max(cfg.warmup, 1))
-    host = {m: [] for m in backends}
-    dev = {m: [] for m in runners}
-    per_round = cfg.iters // cfg.rounds
-    names = list(backends)
-    for r in range(cfg.rounds):
-        for m in names[r % len(names):] + names[: r % len(names)]:
-            host[m] += time_host(backends[m], x, per_round)
-            if m in runners:
-                dev[m] += time_device(runners[m], per_round)
-    return {m: {"latency_ms": percentiles(host[m]),
-                "throughput": batch * 1e3 / statistics.fmean(host[m]),
-                "compute_ms": percentiles(dev[m]) if m in dev else None,
-                "compute_throughput": batch * 1e3 / statistics.fmean(dev[m]) if m in dev else None,
-                "iterations": len(host[m])} for m in backends}
+    return timing.measure(backends, x, cfg.warmup, cfg.iters, cfg.rounds, device=device.type == "cuda")
 
 
 def release(backends: dict[str, Backend]) -> None:
@@ -324,11 +261,23 @@ def run_bench(cfg: BenchConfig, out: Path, progress: bool = True) -> dict:
     return result
 
 
-def _num(v: float | None, fmt: str) -> str:
+def run_any_bench(cfg, out: Path, progress: bool = True) -> tuple[dict, str]:
+    """A ``BenchConfig`` (backbone name) or a ``bench_files.FileBenchConfig`` (model files): its
+    result and its table."""
+    from .bench_files import FileBenchConfig, run_file_bench
+    from .bench_files import markdown as files_markdown
+    if isinstance(cfg, FileBenchConfig):
+        result = run_file_bench(cfg, out, progress)
+        return result, files_markdown(result)
+    result = run_bench(cfg, out, progress)
+    return result, markdown(result)
+
+
+def format_number(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def _ms(v: float | None) -> str:
+def format_ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
@@ -338,11 +287,14 @@ def headline(row: dict) -> float:
 
 
 def ratio_rows(rows: list[dict]) -> list[dict]:
-    """Per variant and batch: LP, RM, FT p50 and the RM/LP, FT/LP ratios (same process, interleaved)."""
+    """Per variant and batch: LP, RM, FT p50 and the RM/LP, FT/LP ratios (same process, interleaved).
+    A method given twice in one variant (two LP files) has no single number: it gets no ratio."""
     out = []
     keys = dict.fromkeys((r["variant"], r["batch"]) for r in rows if r["status"] == "ok")
     for variant, batch in keys:
-        by = {r["method"]: r for r in rows if r["variant"] == variant and r["batch"] == batch and r["status"] == "ok"}
+        cell = [r for r in rows if r["variant"] == variant and r["batch"] == batch and r["status"] == "ok"]
+        count = Counter(r["method"] for r in cell)
+        by = {r["method"]: r for r in cell if count[r["method"]] == 1}
         lp = by.get("LP")
         out.append({"variant": variant, "batch": batch, **{m: headline(r) for m, r in by.items()},
                     "RM/LP": headline(by["RM"]) / headline(lp) if lp and "RM" in by else None,
@@ -369,15 +321,15 @@ def markdown(result: dict) -> str:
         ok = r["status"] == "ok"
         lat, comp = r.get("latency_ms") or {}, r.get("compute_ms") or {}
         cells = [r["method"], r["variant"], r["precision"], "yes" if r["cuda_graph"] else "no", "✅" if ok else "❌",
-                 _num(r.get("size_mb"), ".1f"), r["batch"], _ms(lat.get("p50")), _ms(lat.get("p90")),
-                 _ms(lat.get("p99")), _num(r.get("throughput"), ".0f"), _ms(comp.get("p50")), _ms(comp.get("p99"))]
+                 format_number(r.get("size_mb"), ".1f"), r["batch"], format_ms(lat.get("p50")), format_ms(lat.get("p90")),
+                 format_ms(lat.get("p99")), format_number(r.get("throughput"), ".0f"), format_ms(comp.get("p50")), format_ms(comp.get("p99"))]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     ratios = ratio_rows(rows)
     if ratios:
         lines += ["", "## RM and FT against LP (p50; compute-only where measured)", "",
                   "| Variant | Batch | LP ms | RM ms | FT ms | RM/LP | FT/LP |", "|---|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {q['variant']} | {q['batch']} | {_ms(q.get('LP'))} | {_ms(q.get('RM'))} | {_ms(q.get('FT'))} | "
-                  f"{_num(q['RM/LP'], '.3f')} | {_num(q['FT/LP'], '.3f')} |" for q in ratios]
+        lines += [f"| {q['variant']} | {q['batch']} | {format_ms(q.get('LP'))} | {format_ms(q.get('RM'))} | {format_ms(q.get('FT'))} | "
+                  f"{format_number(q['RM/LP'], '.3f')} | {format_number(q['FT/LP'], '.3f')} |" for q in ratios]
     failed = {r["variant"]: r["error"] for r in rows if r["status"] != "ok"}
     lines += [""] + [f"- ❌ {k}: {v}" for k, v in failed.items()]
     return "\n".join(lines).rstrip() + "\n"
@@ -412,5 +364,6 @@ def plot(result: dict, path: Path) -> Path | None:
         ax.set_title(f"batch {batch}")
         ax.set_ylabel("p50 latency (ms), whisker p90")
     axes[0][0].legend()
-    fig.suptitle(f"{result['config']['backbone']} on {result['environment']['device_name']}", fontsize=10)
+    title = result.get("title") or result["config"]["backbone"]
+    fig.suptitle(f"{title} on {result['environment']['device_name']}", fontsize=10)
     return save_figure(fig, path)

@@ -4,12 +4,19 @@
 Finite sources (files, folders, videos) are tagged in batches; live ones (cameras, RTSP) one
 frame at a time, for latency. One unreadable file, missing camera or unopenable video is
 reported and skipped; Ctrl-C ends the run cleanly with every finished frame written out.
+
+Decoding and preprocessing the next batch run in a second thread while the current batch is
+inferred and written (a bounded prefetch, ``prefetch`` batches ahead; one for live sources, so a
+camera frame waits at most one batch): on a Jetson the GPU infers while the CPU decodes. Each
+stage's seconds are kept, and the summary reports frames/s beside the bound of the slowest stage.
 """
 from __future__ import annotations
 
 import itertools
 import json
+import queue
 import sys
+import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -70,22 +77,95 @@ class TagSummary:
     sources: int = 0
     seconds: float = 0.0
     inference_seconds: float = 0.0
+    stages: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))  # seconds per stage
     interrupted: bool = False
     alpha_sum: float = 0.0      # the RM gate over the tagged frames, where the backend reports it
     alpha_frames: int = 0
 
+    def bound(self) -> tuple[str | None, float | None]:
+        """The pipeline's slowest stage (``read``: decode + preprocess, the prefetch thread's work;
+        ``tag``: inference + output) and the frames/s it allows: the most the two threads can reach."""
+        seconds = {name: sum(self.stages[s] for s in parts) for name, parts in PIPELINE.items()}
+        name = max(seconds, key=seconds.get)
+        return (name, self.frames / seconds[name]) if self.frames and seconds[name] > 0 else (None, None)
+
     def to_dict(self) -> dict:
+        slowest, bound = self.bound()
         return {"frames": self.frames, "tags": self.tags, "sources": self.sources,
                 "unreadable": self.unreadable, "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 2) if self.seconds else 0.0,
-                "inference_seconds": round(self.inference_seconds, 3), "interrupted": self.interrupted,
+                "inference_seconds": round(self.inference_seconds, 3),
+                "stage_seconds": {k: round(v, 3) for k, v in self.stages.items()}, "slowest_stage": slowest,
+                "slowest_stage_bound_fps": round(bound, 2) if bound else None, "interrupted": self.interrupted,
                 "alpha_mean": round(self.alpha_sum / self.alpha_frames, 4) if self.alpha_frames else None,
                 "per_label": dict(self.per_label.most_common())}
+
+
+STAGES = ("decode", "preprocess", "inference", "output")
+PIPELINE = {"read": ("decode", "preprocess"), "tag": ("inference", "output")}  # one thread each
 
 
 def chunks(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
     while chunk := list(itertools.islice(frames, size)):
         yield chunk
+
+
+@dataclass
+class Batch:
+    """A decoded chunk of frames, its preprocessed tensor (None when no frame was readable) and
+    what decoding and preprocessing it took."""
+
+    frames: list[Frame]
+    x: np.ndarray | None
+    decode_s: float
+    preprocess_s: float
+
+
+class Prefetcher:
+    """Decodes and preprocesses batches in a thread, at most ``depth`` ahead of the consumer.
+    Iterating yields the batches in order; an exception in the thread is raised in the consumer;
+    ``close`` stops the thread (Ctrl-C in the consumer, or the end)."""
+
+    _END = object()
+
+    def __init__(self, make: Iterator[Batch], depth: int):
+        self.make = make
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, daemon=True, name="tag-prefetch")
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            for batch in self.make:
+                if not self._put(batch):
+                    return
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._put(e)
+            return
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
 
 
 @dataclass
@@ -99,12 +179,15 @@ class Tagger:
     batch_size: int = 8
     drawer: Drawer | None = None
     progress: bool = True
+    prefetch: int = 2           # batches decoded ahead in a thread; 0: one stage after another
 
     def __post_init__(self) -> None:
         if self.topk < 0:
             raise LayoverError("--topk must be 0 (all above threshold) or positive")
         if self.batch_size < 1:
             raise LayoverError("--batch-size must be at least 1")
+        if self.prefetch < 0:
+            raise LayoverError("--prefetch must be 0 (no decoding ahead) or positive")
         info = self.backend.info
         self.thresholds = info.threshold_array(self.threshold)
         self.preprocess = Preprocessor(info.preprocess)
@@ -137,31 +220,53 @@ class Tagger:
             return
         self.summary.sources += 1
         size = 1 if source.live else self.batch_size
-        rate = 0.0
+        made = self.batches(source.frames(), size)
+        prefetcher = Prefetcher(made, 1 if source.live else self.prefetch) if self.prefetch else None
+        rate, last = 0.0, time.perf_counter()
         try:
             with tqdm(total=source.total, desc=source.uri[-40:], unit="frame", disable=not self.progress,
                       dynamic_ncols=True) as bar:
-                for chunk in chunks(source.frames(), size):
-                    t0 = time.perf_counter()
-                    self.tag_batch(chunk, source, rate)
-                    dt = time.perf_counter() - t0
-                    rate = len(chunk) / dt if not rate else 0.9 * rate + 0.1 * len(chunk) / dt  # smoothed, drawn on video
-                    bar.update(len(chunk))  # the bar's own rate is the live frames/s
+                for batch in prefetcher if prefetcher is not None else made:
+                    self.summary.stages["decode"] += batch.decode_s
+                    self.summary.stages["preprocess"] += batch.preprocess_s
+                    self.tag_batch(batch, source, rate)
+                    now = time.perf_counter()
+                    n, dt, last = len(batch.frames), now - last, now
+                    rate = n / dt if not rate else 0.9 * rate + 0.1 * n / dt  # smoothed, drawn on video
+                    bar.update(n)  # the bar's own rate is the live frames/s
                     bar.set_postfix_str(f"{self.summary.tags} tags", refresh=False)
         finally:
+            if prefetcher is not None:
+                prefetcher.close()  # before the source closes: the thread may be reading it
             source.close()
 
-    def tag_batch(self, chunk: list[Frame], source: Source, rate: float) -> None:
-        for f in chunk:
+    def batches(self, frames: Iterator[Frame], size: int) -> Iterator[Batch]:
+        """Decode ``size`` frames, preprocess the readable ones: the stages that run ahead."""
+        decoded = chunks(frames, size)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(decoded, None)
+            t1 = time.perf_counter()
+            if chunk is None:
+                return
+            good = [f.image for f in chunk if f.error is None]
+            x = self.preprocess(good) if good else None
+            yield Batch(chunk, x, t1 - t0, time.perf_counter() - t1)
+
+    def tag_batch(self, batch: Batch, source: Source, rate: float) -> None:
+        t0 = time.perf_counter()
+        for f in batch.frames:
             if f.error is not None:
                 self.skip(f.source, f.index, f.error)
-        good = [f for f in chunk if f.error is None]
+        good = [f for f in batch.frames if f.error is None]
         if not good:
+            self.summary.stages["output"] += time.perf_counter() - t0
             return
-        x = self.preprocess([f.image for f in good])
-        t0 = time.perf_counter()
-        probs, alpha = self.backend.predict_with_alpha(x)
-        self.summary.inference_seconds += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        probs, alpha = self.backend.predict_with_alpha(batch.x)
+        t2 = time.perf_counter()
+        self.summary.inference_seconds += t2 - t1
+        self.summary.stages["inference"] += t2 - t1
         if alpha is not None:
             self.summary.alpha_sum += float(alpha.sum())
             self.summary.alpha_frames += len(alpha)
@@ -172,6 +277,7 @@ class Tagger:
             self.summary.per_label.update(name for name, _ in tags)
             if self.drawer is not None:
                 self.draw(f, tags, source, rate)
+        self.summary.stages["output"] += (t1 - t0) + (time.perf_counter() - t2)
 
     def draw(self, f: Frame, tags: Tags, source: Source, rate: float) -> None:
         if isinstance(source, Capture):
@@ -208,16 +314,17 @@ class JsonLines:
 
 def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str | Path | None = None,
         threshold: float | None = None, topk: int = 0, batch_size: int = 8,
-        capture: CaptureOptions | None = None, progress: bool = True) -> dict:
+        capture: CaptureOptions | None = None, progress: bool = True, prefetch: int = 2) -> dict:
     """Tag every frame of ``sources`` (files, globs, folders, videos, cameras, streams): one JSON
     line per frame to ``jsonl`` (``JsonLines``: a file appears under its name at the end, holding
     every frame tagged, also when a later frame fails: the failure is raised after it is written),
-    drawn frames into ``save``. Returns the summary."""
+    drawn frames into ``save``; ``prefetch`` batches are decoded ahead in a thread (0: none).
+    Returns the summary."""
     opened = open_sources(list(sources), capture)
     failure: Exception | None = None
     with ExitStack() as stack:
         write = JsonLines(jsonl, stack)
-        tagger = Tagger(backend, write, threshold, topk, batch_size, None, progress)
+        tagger = Tagger(backend, write, threshold, topk, batch_size, None, progress, prefetch)
         try:
             tagger.drawer = Drawer(save) if save else None
             summary = tagger.run(opened).to_dict()
@@ -232,7 +339,10 @@ def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str
 
 def summary_text(summary: dict, labels: list[str]) -> str:
     head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
-            f"({summary['frames_per_second']:.1f} frames/s; inference {summary['inference_seconds']:.1f} s), "
+            f"({summary['frames_per_second']:.1f} frames/s"
+            + (f", at most {summary['slowest_stage_bound_fps']:.1f} by its slowest stage, {summary['slowest_stage']}"
+               if summary.get("slowest_stage") else "")
+            + "; " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()) + "), "
             f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
             + (f", mean α {summary['alpha_mean']:.2f}" if summary.get("alpha_mean") is not None else "")
             + (", interrupted" if summary["interrupted"] else ""))

@@ -74,6 +74,9 @@ def add_tag_parser(sub) -> None:
                         "stdout, and a pipe or device is written line by line (default: -)")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also write the frames with their tags drawn: DIR/<image>.jpg, DIR/<video>.mp4")
+    p.add_argument("--prefetch", type=NONNEGATIVE, default=2,
+                   help="batches decoded and preprocessed ahead in a second thread while the current one is "
+                        "inferred (live sources: 1); 0 runs the stages one after another (default: %(default)s)")
     add_backend_args(p)
     g = p.add_argument_group("camera and stream")
     g.add_argument("--width", type=POSITIVE, default=1280, help="capture width for cameras (default: %(default)s)")
@@ -101,7 +104,7 @@ def cmd_tag(args) -> int:
     from layover_edge.apps.tag import summary_text, tag
     summary = {"model": args.model} | tag(
         backend, args.sources, args.jsonl, args.save, args.threshold, args.topk, args.batch_size,
-        capture_options(args), not args.quiet)
+        capture_options(args), not args.quiet, args.prefetch)
     text = json.dumps(json_safe(summary), indent=2) if args.json else summary_text(summary, backend.info.labels)
     print(text, file=sys.stderr if args.jsonl == "-" else sys.stdout)  # stdout stays pure JSON lines
     if summary["interrupted"]:
@@ -119,56 +122,87 @@ def add_bench_parser(sub) -> None:
     from layover_edge.apps.bench import FORMATS, TORCH_MODES, BenchConfig
     d = BenchConfig()
     p = sub.add_parser(
-        "bench", help="latency of LP vs RM vs FT on every available backend and precision",
-        description="Build LP, RM and FT of one backbone (random weights by default: no download), run them on "
-                    "every available backend (PyTorch eager / CUDA graphs / torch.compile, ONNX Runtime FP32 and "
-                    "INT8) at each batch size, interleaved in one process, and write OUT/bench.json, OUT/bench.md "
-                    "(a table like Ultralytics' benchmark) and OUT/bench.png.")
-    p.add_argument("--backbone", default=d.backbone, help="timm model name (default: %(default)s)")
-    p.add_argument("--weights", default=d.weights,
-                   help="'none' (random, no download), 'pretrained' or a weights file (default: %(default)s)")
-    p.add_argument("--image-size", type=POSITIVE, default=None, help="input pixels (default: the backbone's own)")
-    p.add_argument("--num-classes", type=POSITIVE, default=d.num_classes, help="classes of the head (default: %(default)s)")
-    p.add_argument("--tap", type=POSITIVE, default=d.tap, help="RM/FT tap, the paper's @k (default: %(default)s)")
-    p.add_argument("--methods", nargs="+", choices=("lp", "rm", "ft"), default=list(d.methods),
+        "bench", help="latency of your LP/RM/FT model files (or of one backbone's) on every backend here",
+        description="With MODEL files (checkpoint directories, .onnx files, TensorRT .engine/.plan files, any mix, "
+                    "e.g. the LP, RM and FT exports of one backbone): time each on every backend that can run it "
+                    "on this machine (engines in TensorRT with CUDA graphs, host copies included and device-resident, "
+                    "and trtexec where installed; ONNX files in ONNX Runtime CPU and CUDA; checkpoints in PyTorch "
+                    "where installed). Each file's method comes from its metadata, and the files one backend runs "
+                    "are timed interleaved, so RM/LP and FT/LP come out of one run. Torch-free for ONNX files and "
+                    "engines. On a Jetson it also records the power mode, the clocks and the energy per image. "
+                    "Without MODEL files: build LP, RM and FT of --backbone (random weights by default: no "
+                    "download) and run them on PyTorch (eager / CUDA graphs / torch.compile) and ONNX Runtime (FP32 "
+                    "and INT8). Writes OUT/bench.json, OUT/bench.md (a table like Ultralytics' benchmark) and "
+                    "OUT/bench.png.")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="model files to time: checkpoint directories, .onnx files, .engine/.plan files")
+    g = p.add_argument_group("backbone-name mode (no MODEL files)")
+    g.add_argument("--backbone", default=None, help=f"timm model name (default: {d.backbone})")
+    g.add_argument("--weights", default=None,
+                   help=f"'none' (random, no download), 'pretrained' or a weights file (default: {d.weights})")
+    g.add_argument("--image-size", type=POSITIVE, default=None, help="input pixels (default: the backbone's own)")
+    g.add_argument("--num-classes", type=POSITIVE, default=None, help=f"classes of the head (default: {d.num_classes})")
+    g.add_argument("--tap", type=POSITIVE, default=None, help=f"RM/FT tap, the paper's @k (default: {d.tap})")
+    g.add_argument("--methods", nargs="+", choices=("lp", "rm", "ft"), default=None,
                    help="methods to compare (default: lp rm ft)")
+    g.add_argument("--formats", nargs="+", choices=FORMATS, default=None,
+                   help="backends (default: every installed one)")
+    g.add_argument("--calib-images", type=POSITIVE, default=None,
+                   help=f"synthetic images to calibrate ONNX INT8 with (default: {d.calib_images})")
     p.add_argument("--batches", type=POSITIVE, nargs="+", default=list(d.batches), help="batch sizes (default: 1 8 32)")
     p.add_argument("--device", type=DEVICE, default="auto",
-                   help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
-    p.add_argument("--formats", nargs="+", choices=FORMATS, default=None,
-                   help="backends (default: every installed one)")
+                   help="backbone mode: cpu, cuda, cuda:1 (default: cuda if available, else cpu); with MODEL files: "
+                        "auto (every backend here), cpu (CPU backends only) or cuda[:N] (GPU backends only)")
     p.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "bf16", "int8", "int8-ort"), default=None,
                    help="precisions; torch takes fp32/fp16/bf16, ONNX Runtime fp32, int8 (the TensorRT Q/DQ graph: "
                         "accuracy emulation on the CPU) and int8-ort (ONNX Runtime's own INT8, the CPU speed path) "
-                        "(default: fp32 and both ONNX int8 forms on CPU, fp16 on CUDA)")
+                        "(default: fp32 and both ONNX int8 forms on CPU, fp16 on CUDA). With MODEL files they apply "
+                        "to checkpoints (an ONNX file's or engine's precision is its own)")
     p.add_argument("--modes", nargs="+", choices=TORCH_MODES, default=None,
                    help="PyTorch modes (default: eager on CPU; eager and graph on CUDA)")
     p.add_argument("--warmup", type=NONNEGATIVE, default=d.warmup, help="warm-up calls per model and batch (default: %(default)s)")
     p.add_argument("--iters", type=POSITIVE, default=d.iters, help="timed calls per model and batch (default: %(default)s)")
     p.add_argument("--rounds", type=POSITIVE, default=d.rounds,
-                   help="LP/RM/FT interleaving rounds the timed calls are split into (default: %(default)s)")
-    p.add_argument("--calib-images", type=POSITIVE, default=d.calib_images,
-                   help="synthetic images to calibrate ONNX INT8 with (default: %(default)s)")
+                   help="interleaving rounds the timed calls are split into (default: %(default)s)")
     p.add_argument("--threads", type=POSITIVE, default=None,
                    help="CPU threads for PyTorch and ONNX Runtime (default: their own); pin it for comparable CPU runs")
-    p.add_argument("--out", required=True, help="output folder: bench.json, bench.md, bench.png, models/")
+    p.add_argument("--no-trtexec", action="store_true", help="with engines: do not also time them with trtexec")
+    p.add_argument("--no-power", action="store_true", help="on a Jetson: do not sample the power rails")
+    p.add_argument("--out", required=True, help="output folder: bench.json, bench.md, bench.png (and models/)")
     p.add_argument("--json", action="store_true", help="print bench.json instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
 
 
-def cmd_bench(args) -> int:
-    from layover_edge.apps.bench import BenchConfig, markdown, run_bench
+BACKBONE_ONLY = ("backbone", "weights", "image_size", "num_classes", "tap", "methods", "formats", "calib_images")
+
+
+def bench_config(args):
+    """The config the arguments describe: model files, or a backbone name."""
+    if args.models:
+        given = [f"--{k.replace('_', '-')}" for k in BACKBONE_ONLY if getattr(args, k) is not None]
+        if given:
+            raise LayoverError(f"{', '.join(given)} apply to the backbone-name mode; with MODEL files each file's "
+                               "own metadata says what it is")
+        from layover_edge.apps.bench_files import FileBenchConfig
+        return FileBenchConfig(
+            models=tuple(args.models), batches=tuple(args.batches), device=args.device,
+            precisions=tuple(args.precisions) if args.precisions else None,
+            modes=tuple(args.modes) if args.modes else None, warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+            threads=args.threads, trtexec=not args.no_trtexec, power=not args.no_power)
+    from layover_edge.apps.bench import BenchConfig
     from layover_edge.core.device import resolve_device
-    cfg = BenchConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
-                      num_classes=args.num_classes, tap=args.tap, methods=tuple(args.methods),
-                      batches=tuple(args.batches), device=str(resolve_device(args.device)),
-                      formats=tuple(args.formats) if args.formats else None,
-                      precisions=tuple(args.precisions) if args.precisions else None,
-                      modes=tuple(args.modes) if args.modes else None, warmup=args.warmup, iters=args.iters,
-                      rounds=args.rounds, calib_images=args.calib_images, threads=args.threads)
-    result = run_bench(cfg, Path(args.out), progress=not args.quiet)
-    emit(args, result, markdown(result))
+    given = {k: tuple(v) if isinstance(v, list) else v for k in BACKBONE_ONLY if (v := getattr(args, k)) is not None}
+    return BenchConfig(**given, batches=tuple(args.batches), device=str(resolve_device(args.device)),
+                       precisions=tuple(args.precisions) if args.precisions else None,
+                       modes=tuple(args.modes) if args.modes else None, warmup=args.warmup, iters=args.iters,
+                       rounds=args.rounds, threads=args.threads)
+
+
+def cmd_bench(args) -> int:
+    from layover_edge.apps.bench import run_any_bench
+    result, text = run_any_bench(bench_config(args), Path(args.out), progress=not args.quiet)
+    emit(args, result, text)
     if not any(r["status"] == "ok" for r in result["rows"]):
-        raise LayoverError(f"every variant failed; see {Path(args.out) / 'bench.json'}")
+        raise LayoverError(f"nothing could be timed; see {Path(args.out) / 'bench.md'}")
     return 0

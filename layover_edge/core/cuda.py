@@ -2,8 +2,8 @@
 (``cuda.bindings.runtime``, or ``cuda.cudart`` in older releases) or, where installed, pycuda.
 
 One small interface, so the backend does not care which library is present: ``malloc``,
-``htod``/``dtoh`` (async on the device's stream), ``sync``, ``free`` and, with cuda-python only,
-CUDA graph capture/replay.
+``htod``/``dtoh`` (async on the device's stream), ``sync``, ``free``, ``time_ms`` (CUDA events on
+the stream) and, with cuda-python only, CUDA graph capture/replay.
 
 cuda-python's major version is the CUDA major it needs from the driver (cuda-bindings "shares the
 same major.minor version with the CUDA Toolkit"): pip resolves an unpinned cuda-python to 13.x, which
@@ -194,3 +194,22 @@ class CudaDevice:
 
     def replay(self, executable) -> None:
         self._call(self.rt.cudaGraphLaunch, executable, self.stream)
+
+    def time_ms(self, launch) -> float:
+        """Device time of what ``launch()`` enqueues on the stream, in ms, from two CUDA events
+        recorded around it; waits for the second, so the number is one request's latency."""
+        if self.rt is None:
+            start, end = self.cuda.Event(), self.cuda.Event()
+            start.record(self.stream)
+            launch()
+            end.record(self.stream)
+            end.synchronize()
+            return float(start.time_till(end))
+        if getattr(self, "_events", None) is None:
+            self._events = (self._call(self.rt.cudaEventCreate), self._call(self.rt.cudaEventCreate))
+        start, end = self._events
+        self._call(self.rt.cudaEventRecord, start, self.stream)
+        launch()
+        self._call(self.rt.cudaEventRecord, end, self.stream)
+        self._call(self.rt.cudaEventSynchronize, end)
+        return float(self._call(self.rt.cudaEventElapsedTime, start, end))

@@ -68,8 +68,14 @@ class Backend(ABC):
 
     def device_runner(self, batch: np.ndarray) -> Callable[[], Any] | None:
         """A zero-argument call that runs one inference on a copy of ``batch`` already where the model
-        runs (what the benchmark times on a GPU without host-device copies), or None if the backend
+        runs (its output left there; the torch backend's ``device_timer`` times it), or None if the backend
         cannot hold a batch there."""
+        return None
+
+    def device_timer(self, batch: np.ndarray) -> Callable[[], float] | None:
+        """A zero-argument call that runs one inference on a copy of ``batch`` already on the GPU and
+        returns its device time in ms (CUDA events on the backend's own stream, waited for: one
+        request's latency), or None where the model does not run on a GPU."""
         return None
 
     def model_bytes(self) -> int:

@@ -8,7 +8,8 @@ CUDA graph per batch size (replayed after the input copy). Each graph gets an ex
 its own, set to its batch once: a graph replays the kernels and the context state of its capture,
 and neither NVIDIA's headers nor its samples say that state survives the context being set to
 another shape (trtexec captures one graph "for the current execution context",
-samples/common/sampleInference.cpp release/10.3 l.956-977).
+samples/common/sampleInference.cpp release/10.3 l.956-977). ``device_timer`` replays it on a batch
+left on the device, timed with CUDA events (what ``bench`` reports as compute).
 
 The batches the engine takes come from the engine itself (its input shape, or its profile's
 min/max), so ``Backend.run`` pads a batch below the minimum (a static batch-4 DLA engine tagging a
@@ -19,7 +20,7 @@ needs ``Runtime.DLA_core`` set before deserialising, as trtexec does (sampleEngi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -122,20 +123,34 @@ class TensorRTBackend(Backend):
             self.graphs[b] = (context, self.cuda.capture(lambda: self._launch(context)))
         return self.graphs[b][1]
 
+    def _execute(self, shape: tuple[int, ...]) -> None:
+        """Enqueue one inference of the batch in the input buffer: its CUDA graph, or the engine."""
+        if self.use_graph:
+            self.cuda.replay(self._graph(shape))
+        else:
+            self._shape(self.context, shape)
+            self._launch(self.context)
+
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         b = len(x)
-        if self.use_graph:
-            self.cuda.htod(self.buffers[self.input], x)
-            self.cuda.replay(self._graph(tuple(x.shape)))
-        else:
-            self._shape(self.context, tuple(x.shape))
-            self.cuda.htod(self.buffers[self.input], x)
-            self._launch(self.context)
+        self.cuda.htod(self.buffers[self.input], x)
+        self._execute(tuple(x.shape))
         out = {name: np.empty((b, self.num_classes), np.float32) for name in self.outputs}
         for name, host in out.items():
             self.cuda.dtoh(host, self.buffers[name])
         self.cuda.sync()
         return out
+
+    def device_timer(self, batch: np.ndarray) -> Callable[[], float] | None:
+        """The batch copied into the input buffer once; each call enqueues one inference (its CUDA
+        graph with ``cuda_graph``) and returns its time between CUDA events on the stream, in ms."""
+        low, high = self.batch_range
+        if not low <= len(batch) <= high:
+            return None
+        x = np.ascontiguousarray(batch, np.float32)
+        self.cuda.htod(self.buffers[self.input], x)
+        self.cuda.sync()
+        return lambda: self.cuda.time_ms(lambda: self._execute(tuple(x.shape)))
 
     def metadata(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.cuda.name, "compute_capability": self.cuda.compute_capability,

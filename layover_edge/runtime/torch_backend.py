@@ -140,6 +140,20 @@ class TorchBackend(Backend):
         x = self.to_device(batch)
         return lambda: self.forward_device(x)
 
+    def device_timer(self, batch: np.ndarray) -> Callable[[], float] | None:
+        if self.device.type != "cuda":
+            return None
+        run = self.device_runner(batch)
+
+        def timed() -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        return timed
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
