@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     for data, root in roots.items():
         if root:
             cmd = ["paper", "--data", data, "--data-root", root, "--backbones", *BACKBONES[data],
-                   "--taps", "1", "2", "3", "--mixes", "paper", "residual", "--out", f"{args.out}/{data}", *extra]
+                   "--taps", "1", "2", "3", "--recipe", "paper", "--mixes", "paper", "residual", "--out", f"{args.out}/{data}", *extra]
             print("layover-edge " + " ".join(cmd), file=sys.stderr)
             if cli.main(cmd):
                 return 2

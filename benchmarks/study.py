@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from layover_edge.apps.demo import DemoConfig, pretrain_backbone
-from layover_edge.core.config import ModelConfig, TrainConfig
+from layover_edge.core.config import RECIPES, ModelConfig, TrainConfig
 from layover_edge.core.device import resolve_device
 from layover_edge.core.io import write_json, write_text
 from layover_edge.core.tables import format_table
@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--taps", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--no-ft", action="store_true", help="skip FT")
+    p.add_argument("--recipe", choices=RECIPES, default="paper",
+                   help="paper: appendix A.2 (30 epochs), as the README's study table; sweep: the default recipe "
+                        "(default: %(default)s)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         data, base = prepared[bb]
         fields = {"LP": {"method": "lp"}, "FT": {"method": "ft", "mix": "residual"}}.get(label) or FORMS[label]
         cfg = replace(base, **fields, **({"tap": tap} if tap else {}))
-        tcfg = TrainConfig(epochs=ft_epochs if label == "FT" else 30, seed=seed, device=args.device)
+        tcfg = TrainConfig(recipe=args.recipe, epochs=ft_epochs if label == "FT" else 30, seed=seed,
+                           device=args.device)
         name = f"{label.replace(' ', '-').lower()}{tap or ''}-s{seed}"
         t0 = time.perf_counter()
         r = run_one(cfg, tcfg, data, out / "runs" / bb / name, out / "features" / bb)

@@ -1,7 +1,7 @@
 """Verbs for the paper's experiments: paper (Tables 1-4) and cam (Figure 2)."""
 from __future__ import annotations
 
-from layover_edge.core.config import MIXES
+from layover_edge.core.config import MIXES, RECIPES
 
 from .common import (
     DEVICE,
@@ -23,7 +23,7 @@ def cmd_paper(args) -> int:
     from layover_edge.core import distributed
     weights = args.weights * len(args.backbones) if len(args.weights) == 1 else args.weights
     pc = PaperConfig(backbones=args.backbones, weights=weights, taps=tuple(args.taps), mixes=tuple(args.mixes),
-                     concat=args.concat, epochs=args.epochs,
+                     concat=args.concat, recipe=args.recipe, epochs=args.epochs,
                      ft_epochs=args.ft_epochs, image_size=args.image_size,
                      mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
                      interpolation=args.interpolation, batch_size=args.batch_size, num_workers=args.workers,
@@ -66,8 +66,14 @@ def add_parsers(sub) -> None:
     add_transform_args(p)
     g = p.add_argument_group("training")
     g.add_argument("--out", required=True, help="output directory: tables.md, results.json, runs/, features/, PNGs")
-    g.add_argument("--epochs", type=POSITIVE, default=T.epochs, help="LP and RM epochs (default: %(default)s)")
-    g.add_argument("--ft-epochs", type=NONNEGATIVE, default=T.epochs, help="FT epochs; 0 skips FT (default: %(default)s)")
+    g.add_argument("--recipe", choices=RECIPES, default=T.recipe,
+                   help="sweep: every head swept over the lr x weight-decay grid from the cache, FT for the same "
+                        "steps; paper: the paper's appendix A.2 exactly (30 OneCycle epochs), to reproduce its "
+                        "tables (default: %(default)s)")
+    g.add_argument("--epochs", type=POSITIVE, default=T.epochs,
+                   help="--recipe paper: LP and RM epochs (default: %(default)s)")
+    g.add_argument("--ft-epochs", type=NONNEGATIVE, default=T.epochs,
+                   help="FT epochs (--recipe sweep: at most); 0 skips FT (default: %(default)s)")
     g.add_argument("--seed", type=int, default=T.seed, help="seed for head init and shuffling (default: %(default)s)")
     g.add_argument("--top-alpha", type=POSITIVE, default=8, help="classes in Table 3 (default: %(default)s)")
     g.add_argument("--gallery", type=NONNEGATIVE, default=12, help="hard instances in the gallery (default: %(default)s)")

@@ -88,7 +88,7 @@ def sweep_run(cfg: ModelConfig, tcfg: TrainConfig, train, val, out: Path, progre
     best = {"step": r.step, **{k: m[k] for k in METRIC_KEYS}}
     if r.alpha is not None:
         best["alpha_mean"] = float(r.alpha.mean())
-    chosen = {"lr": r.lr, "weight_decay": r.weight_decay, "step": r.step, "steps": r.steps}
+    chosen = {"lr": r.lr, "weight_decay": r.weight_decay, "step": r.step, "steps": r.steps, "steps_run": r.steps_run}
     make_dir(out)
     save_checkpoint(model, cfg, out / "best", extra={"step": r.step, "metrics": best, "train": tcfg.to_dict(),
                                                       "sweep": chosen})

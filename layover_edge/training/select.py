@@ -131,7 +131,8 @@ def sweep_all(base: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, train, val
             "mean α": None if r.alpha is None else round(float(r.alpha.mean()), 3),
             "params": cost["params"], "extra params": cost["params"] - lp_cost["params"],
             "extra MACs": cost["macs"] - lp_cost["macs"], "lr": r.lr, "wd": r.weight_decay, "step": r.step,
-            "steps": r.steps, "train s": round(r.seconds, 2), "checkpoint": str(path), "grid": r.grid}
+            "steps": r.steps, "steps run": r.steps_run, "train s": round(r.seconds, 2), "checkpoint": str(path),
+            "grid": r.grid}
     # the best validation mAP; a tie goes to the cheaper head
     winner = max(rows, key=lambda n: (round(rows[n]["mAP"], 6), -rows[n]["params"]))
     model, cfg = load_checkpoint(rows[winner]["checkpoint"])

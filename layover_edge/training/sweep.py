@@ -50,6 +50,8 @@ from .metrics import average_precision
 MOMENTUM = 0.9
 # validation points per run: the early-stopping resolution
 EVALS = 20
+# the sweep stops when no head's validation mAP has improved for this many validation points
+PATIENCE = 5
 # the paper mix's gate bias at the start: σ(−4) ≈ 0.018
 PAPER_GATE_INIT = -4.0
 
@@ -192,6 +194,7 @@ class SweepResult:
     weight_decay: float
     step: int
     steps: int
+    steps_run: int              # fewer than ``steps`` when it stopped early
     val_mAP: float
     grid: list[dict]            # per (lr, wd): its best validation mAP and step
     seconds: float
@@ -217,7 +220,8 @@ def bank_map(logits: torch.Tensor, y: np.ndarray) -> np.ndarray:
 def sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_decays, steps: int,
           batch_size: int, seed: int = 0, progress: bool = True) -> SweepResult:
     """Train one head per (lr, wd) in ``lrs`` × ``weight_decays`` for ``steps`` SGD steps (cosine
-    decay, momentum 0.9, shared mini-batches), validate EVALS times, and keep the best (head, step).
+    decay, momentum 0.9, shared mini-batches), validate EVALS times, and keep the best (head, step);
+    stop early once no head has improved for PATIENCE validations.
 
     ``train`` / ``val``: (z, p, y) tensors, p None for LP; targets in {1, 0, -1}. A learning rate
     that diverges stops its head; the others go on."""
@@ -259,6 +263,7 @@ def _sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_d
     best_map, best_step = np.full(groups, -1.0), np.zeros(groups, int)
     diverged = np.zeros(groups, bool)
     best = (-1.0, 0, 0, None)  # validation mAP, head, step, the bank's state then
+    improved = 0  # the last step at which some head's validation mAP improved
     bar = tqdm(total=steps, desc=f"sweep {kind.name}", unit="step", leave=False, disable=not progress)
     for step in range(steps):
         if at + batch_size > n:
@@ -288,6 +293,7 @@ def _sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_d
                     torch.nan_to_num_(m, 0.0, 0.0, 0.0)
                 q.addcmul_(m, step_lr.view(along[name]), value=-1.0)
         bar.update()
+        ran = step + 1
         if (step + 1) % every == 0 or step + 1 == steps:
             with torch.no_grad():
                 maps = bank_map(bank(vz, vp)[0], vy_np)
@@ -297,6 +303,10 @@ def _sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_d
             top = int(np.argmax(maps))
             if maps[top] > best[0]:
                 best = (float(maps[top]), top, step + 1, {k: v.clone() for k, v in bank.state_dict().items()})
+            if better.any():
+                improved = step + 1
+            elif step + 1 - improved >= PATIENCE * every:  # early stopping: no head got better for a while
+                break
     bar.close()
     val_map, top, step, state = best
     bank.load_state_dict(state)
@@ -304,6 +314,6 @@ def _sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_d
         logits, alpha = bank(vz, vp)
     grid = [{"lr": float(a), "weight_decay": float(w), "val_mAP": float(best_map[j]), "step": int(best_step[j]),
              "diverged": bool(diverged[j])} for j, (a, w) in enumerate((a, w) for a in lrs for w in weight_decays)]
-    return SweepResult(kind, bank.head(top), grid[top]["lr"], grid[top]["weight_decay"], step, steps, val_map, grid,
-                       time.perf_counter() - t0, torch.sigmoid(logits[:, top]).numpy(),
+    return SweepResult(kind, bank.head(top), grid[top]["lr"], grid[top]["weight_decay"], step, steps, ran, val_map,
+                       grid, time.perf_counter() - t0, torch.sigmoid(logits[:, top]).numpy(),
                        None if alpha is None else alpha[:, top].numpy())
