@@ -42,8 +42,8 @@ def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
 def test_train_then_eval_from_the_command_line(tmp_path, capsys):
     common = ["--data-image-size", "48", "--train-size", "48", "--val-size", "32", "--num-classes", "5"]
     code, out, _ = run(["train", "--backbone", "test_convnext", "--weights", "none", "--method", "rm",
-                        "--image-size", "48", "--epochs", "2", "--batch-size", "16", "--out", str(tmp_path / "run"),
-                        "--quiet", "--json", *common], capsys)
+                        "--image-size", "48", "--recipe", "paper", "--epochs", "2", "--batch-size", "16",
+                        "--out", str(tmp_path / "run"), "--quiet", "--json", *common], capsys)
     summary = json.loads(out)
     assert code == 0 and summary["best_epoch"] in (1, 2) and len(summary["history"]) == 2
     code, out, _ = run(["eval", summary["checkpoint"], "--quiet", "--json", *common], capsys)

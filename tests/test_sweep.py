@@ -125,3 +125,16 @@ def test_train_method_auto_selects_the_best_head_and_keeps_every_candidate(tmp_p
     assert best.keys() == chosen.keys() and all(torch.equal(best[k], chosen[k]) for k in best)
     rm = result["rows"]["RM@1 residual"]
     assert rm["extra params"] > 0 and rm["extra MACs"] > rm["extra params"] and result["rows"]["LP"]["extra params"] == 0
+
+
+def test_a_sweep_run_writes_its_grid_and_a_finished_one_is_not_resumed(tmp_path, capsys):
+    from layover_edge.cli import main
+    args = ["train", "--backbone", "test_convnext", "--weights", "none", "--image-size", "48", "--method", "concat",
+            "--tap", "2", "--train-size", "64", "--val-size", "48", "--data-image-size", "48", "--steps", "30",
+            "--out", str(tmp_path / "run"), "--quiet", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["recipe"] == "sweep" and len(metrics["grid"]) == 12 and summary["sweep"]["heads"] == 12
+    assert metrics["best"]["mAP"] == pytest.approx(max(g["val_mAP"] for g in metrics["grid"]))
+    assert main(args + ["--resume"]) == 2 and "finished sweep" in capsys.readouterr().err

@@ -190,6 +190,9 @@ def train(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: str | Path
     out = Path(out)
     cache = Path(cache) if cache else out / "features"
     with exclusive(out, "run folder") if distributed.is_main() else nullcontext():
+        if resume and sweeps(resolve_config(cfg), tcfg, cache) and (out / "best").exists():
+            raise LayoverError(f"{out} holds a finished sweep: a sweep keeps no state to resume (it is seconds from "
+                               f"the cache and deterministic); --overwrite runs it again")
         claim_run_folder(out, resume, overwrite)
         result, model = train_run(cfg, tcfg, train_ds, val_ds, out, cache, resume, progress)
         if distributed.is_main():

@@ -50,7 +50,7 @@ from .metrics import average_precision
 MOMENTUM = 0.9
 # validation points per run: the early-stopping resolution
 EVALS = 20
-# the sweep stops when no head's validation mAP has improved for this many validation points
+# the sweep stops when the best validation mAP has not improved for this many validation points
 PATIENCE = 5
 # the paper mix's gate bias at the start: σ(−4) ≈ 0.018
 PAPER_GATE_INIT = -4.0
@@ -221,7 +221,7 @@ def sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_de
           batch_size: int, seed: int = 0, progress: bool = True) -> SweepResult:
     """Train one head per (lr, wd) in ``lrs`` × ``weight_decays`` for ``steps`` SGD steps (cosine
     decay, momentum 0.9, shared mini-batches), validate EVALS times, and keep the best (head, step);
-    stop early once no head has improved for PATIENCE validations.
+    stop early once the best has not improved for PATIENCE validations.
 
     ``train`` / ``val``: (z, p, y) tensors, p None for LP; targets in {1, 0, -1}. A learning rate
     that diverges stops its head; the others go on."""
@@ -263,7 +263,6 @@ def _sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_d
     best_map, best_step = np.full(groups, -1.0), np.zeros(groups, int)
     diverged = np.zeros(groups, bool)
     best = (-1.0, 0, 0, None)  # validation mAP, head, step, the bank's state then
-    improved = 0  # the last step at which some head's validation mAP improved
     bar = tqdm(total=steps, desc=f"sweep {kind.name}", unit="step", leave=False, disable=not progress)
     for step in range(steps):
         if at + batch_size > n:
@@ -303,9 +302,7 @@ def _sweep(kind: HeadKind, train: tuple, val: tuple, stats: Stats, lrs, weight_d
             top = int(np.argmax(maps))
             if maps[top] > best[0]:
                 best = (float(maps[top]), top, step + 1, {k: v.clone() for k, v in bank.state_dict().items()})
-            if better.any():
-                improved = step + 1
-            elif step + 1 - improved >= PATIENCE * every:  # early stopping: no head got better for a while
+            elif step + 1 - best[2] >= PATIENCE * every:  # early stopping: the best has not moved for a while
                 break
     bar.close()
     val_map, top, step, state = best
