@@ -1,0 +1,222 @@
+"""The HTTP port of ``serve``: a front that bounds each request before tritonserver reads it.
+
+PyTriton 0.7 bundles tritonserver 2.51, whose HTTP endpoint allocates a JSON input at the size its
+declared shape gives before anything compares that shape with the model (server
+src/http_server.cc, v2.51.0, ``serialized.resize(byte_size)`` in EVRequestToTritonRequest: one
+request declaring a million images is a ``std::bad_alloc`` that ends the process), and inflates a
+gzip or deflate body with no limit (``DecompressBuffer``). ``--http-max-input-size``, which bounds
+both, only arrived in 2.59.0, and no model-config setting is read before that allocation. gRPC
+checks sizes itself and is served by Triton directly.
+
+So tritonserver's HTTP endpoint listens on a private loopback port, and this front, on the public
+one, refuses a compressed or chunked body, a body over ``--max-request-mb`` (before reading it),
+and an inference request whose JSON header declares an input the model does not have, or a shape
+other than (1 to max batch, then the model's exact dims), in Triton's own words where Triton has
+them; everything else goes to Triton byte for byte and Triton's answer comes back unchanged. It
+starts listening only once every model is ready, so ``/v2/health/ready`` on this port never
+answers 200 early. A local user can still reach the private port; the front guards the address
+clients are given.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from layover_edge.core.errors import LayoverError
+
+# Triton 2.51's own route for a model's endpoints (http_server.cc, model_regex_), matched on the
+# raw path as evhtp hands it over; the kinds that read input tensors.
+MODEL_ROUTE = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?(?:/(infer|generate|generate_stream))")
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length", "expect"}
+IDLE_TIMEOUT_S = 60.0       # a client connection that sends nothing for this long is closed
+UPSTREAM_TIMEOUT_S = 300.0  # one inference through tritonserver, queueing included
+
+
+class Refused(Exception):
+    """A request the front answers itself: HTTP status and Triton's error text."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are distinct: Triton's parser reads the first of two equal keys and
+    Python's the last, so a second ``shape`` could otherwise hide what Triton allocates."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a key appears twice in one object ({sorted(k for k in set(keys) if keys.count(k) > 1)})")
+    return dict(pairs)
+
+
+class RequestBounds:
+    """What one inference request may declare: per model, its inputs' dims after the batch dim."""
+
+    def __init__(self, inputs: dict[str, dict[str, tuple[int, ...]]], max_batch: int, max_body: int):
+        self.inputs, self.max_batch, self.max_body = inputs, max_batch, max_body
+
+    def check_headers(self, headers) -> int:
+        """The body length the headers announce, once they describe a body this front reads."""
+        for value in headers.get_all("Content-Encoding") or []:
+            if value.strip().lower() not in ("", "identity"):
+                raise Refused(415, f"compressed request bodies are refused (Content-Encoding: {value.strip()}): "
+                                   "send the request uncompressed")
+        if headers.get_all("Transfer-Encoding"):
+            raise Refused(411, "a chunked request body is refused: send it with a Content-Length")
+        lengths = headers.get_all("Content-Length") or ["0"]
+        if len(set(lengths)) != 1 or not lengths[0].strip().isdigit():
+            raise Refused(400, f"unreadable Content-Length {', '.join(lengths)!r}")
+        length = int(lengths[0])
+        if length > self.max_body:
+            raise Refused(413, f"the request body is {length:,} bytes, over the server's limit of "
+                               f"{self.max_body:,} (--max-request-mb)")
+        return length
+
+    def check_infer(self, path: str, headers, body: bytes) -> None:
+        """Refuse an inference request that would make Triton allocate more than the model takes."""
+        match = MODEL_ROUTE.fullmatch(path)
+        if not match:
+            return
+        model, _, kind = match.groups()
+        if model not in self.inputs:
+            raise Refused(400, f"Request for unknown model: '{model}' is not found")
+        if kind != "infer":
+            raise Refused(400, f"model '{model}' has no {kind} endpoint: use /v2/models/{model}/infer")
+        header = body
+        length = headers.get("Inference-Header-Content-Length")
+        if length is not None:
+            if not length.strip().isdigit() or int(length) > len(body):
+                raise Refused(400, f"Inference-Header-Content-Length {length!r} does not fit the "
+                                   f"{len(body):,}-byte body")
+            header = body[:int(length)]
+        try:
+            doc = json.loads(header, object_pairs_hook=_unique_keys)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise Refused(400, f"the request's JSON cannot be read: {e}") from None
+        inputs = doc.get("inputs") if isinstance(doc, dict) else None
+        if not isinstance(inputs, list):
+            raise Refused(400, "the request's JSON has no 'inputs' list")
+        for item in inputs:
+            name = item.get("name") if isinstance(item, dict) else None
+            dims = self.inputs[model].get(name) if isinstance(name, str) else None
+            if dims is None:
+                raise Refused(400, f"unexpected inference input {name!r} for model '{model}'; it takes "
+                                   f"{', '.join(repr(n) for n in self.inputs[model])}")
+            shape = item.get("shape")
+            if not (isinstance(shape, list) and shape
+                    and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+                raise Refused(400, f"unable to parse 'shape' of input '{name}': {shape!r}")
+            if shape[0] > self.max_batch:
+                raise Refused(400, f"inference request batch-size must be <= {self.max_batch} for '{model}'")
+            if tuple(shape[1:]) != dims:
+                want = ",".join(map(str, (-1, *dims)))
+                raise Refused(400, f"unexpected shape for input '{name}' for model '{model}'. Expected [{want}], "
+                                   f"got [{','.join(map(str, shape))}]")
+
+
+class HttpFront:
+    """The public HTTP port: bound when made (so a port in use is an error before Triton starts),
+    listening from ``start`` (once every model is ready), forwarding to Triton at ``upstream``."""
+
+    def __init__(self, host: str, port: int, bounds: RequestBounds):
+        self.bounds, self.upstream = bounds, ("127.0.0.1", 0)
+        server_type = type("Server", (ThreadingHTTPServer,), {
+            "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET, "daemon_threads": True})
+        try:
+            self.server = server_type((host, port), _handler(self), bind_and_activate=False)
+            self.server.server_bind()
+        except OSError as e:
+            raise LayoverError(f"cannot listen on {host}:{port} for http: {e.strerror} "
+                               "(--http-port 0 picks a free port)") from None
+        self.port = self.server.server_address[1]
+        self.thread: threading.Thread | None = None
+
+    def start(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.server.server_activate()
+        self.thread = threading.Thread(target=self.server.serve_forever, name="http-front", daemon=True)
+        self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as tritonclient's HTTP client expects
+        timeout = IDLE_TIMEOUT_S
+        upstream: http.client.HTTPConnection | None = None
+
+        def handle_one_request(self) -> None:
+            super().handle_one_request()
+            if self.close_connection and self.upstream is not None:
+                self.upstream.close()
+
+        def log_message(self, *_) -> None:  # tritonserver's log has the requests; stderr stays quiet
+            pass
+
+        def serve(self) -> None:
+            try:
+                length = front.bounds.check_headers(self.headers)
+            except Refused as e:
+                return self.reply_error(e, close=True)  # the body, unread, cannot stay on the connection
+            body = self.rfile.read(length)
+            if len(body) < length:
+                self.close_connection = True
+                return
+            if not self.path.startswith("/"):
+                return self.reply_error(Refused(400, f"request target {self.path[:80]!r} is not a path"))
+            try:
+                if self.command == "POST":
+                    front.bounds.check_infer(re.split(r"[?#]", self.path, maxsplit=1)[0], self.headers, body)
+            except Refused as e:
+                return self.reply_error(e)
+            self.forward(body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = serve
+
+        def forward(self, body: bytes) -> None:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            for attempt in (0, 1):  # a kept-alive upstream connection Triton closed is reopened once
+                if self.upstream is None:
+                    self.upstream = http.client.HTTPConnection(*front.upstream, timeout=UPSTREAM_TIMEOUT_S)
+                try:
+                    self.upstream.request(self.command, self.path, body=body, headers=headers)
+                    answer = self.upstream.getresponse()
+                    data = answer.read()
+                    break
+                except (OSError, http.client.HTTPException) as e:
+                    self.upstream.close()
+                    self.upstream = None
+                    if attempt or isinstance(e, TimeoutError):
+                        return self.reply_error(Refused(502, f"tritonserver did not answer: {e}"))
+            self.send_response(answer.status, answer.reason)
+            for key, value in answer.getheaders():
+                if key.lower() not in HOP_BY_HOP:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        def reply_error(self, e: Refused, close: bool = False) -> None:
+            data = json.dumps({"error": str(e)}).encode()
+            self.send_response(e.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+    return Handler
