@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from layover_edge.core.config import ServeConfig
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, ServerFailed
 from layover_edge.runtime.base import Backend
 
 from .serve_http import HttpFront, RequestBounds
@@ -201,7 +201,7 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
     except Exception as e:
         restore()
         front.close()
-        raise LayoverError(f"cannot start Triton: {_first_line(e)}") from None
+        raise ServerFailed(f"cannot start Triton: {_first_line(e)}") from None
     batching = mc.ModelConfig(max_batch_size=cfg.max_batch,
                               batcher=mc.DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us))
     outputs = [mc.Tensor(name="probabilities", dtype=np.float32, shape=(k,)),
@@ -214,7 +214,7 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
         try:
             triton.run()
         except Exception as e:  # a port in use, a stub that cannot start: PyTriton's own exception types
-            raise LayoverError(f"Triton did not start: {_first_line(e)} (its log: {log_file})") from None
+            raise ServerFailed(f"Triton did not start: {_first_line(e)} (its log: {log_file})") from None
         front.start(triton_http)
         info = {"ready": True, "models": [IMAGE_MODEL, TENSOR_MODEL], "host": cfg.host, **ports,
                 "metrics_url": f"http://{_url_host(cfg.host)}:{ports['metrics']}/metrics", "pid": os.getpid(),
@@ -224,7 +224,7 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
             on_ready(info)
         while not stop.wait(POLL_S):
             if not triton.is_alive() or not front.is_alive():
-                raise LayoverError(f"tritonserver or a model stopped unexpectedly; see {log_file}")
+                raise ServerFailed(f"tritonserver or a model stopped unexpectedly; see {log_file}")
     finally:
         front.close()
         triton.stop()

@@ -10,9 +10,10 @@ checks sizes itself and is served by Triton directly.
 
 So tritonserver's HTTP endpoint listens on a private loopback port, and this front, on the public
 one, refuses a compressed or chunked body, a body over ``--max-request-mb`` (before reading it),
-and an inference request whose JSON header declares an input the model does not have, or a shape
-other than (1 to max batch, then the model's exact dims), in Triton's own words where Triton has
-them; everything else goes to Triton byte for byte and Triton's answer comes back unchanged. It
+and an inference request whose JSON header declares an input the model does not have, a batch over
+``--max-batch`` or more elements than a full batch of the model's images holds, in Triton's words
+where Triton has them; everything else (a small wrong shape or dtype included, which Triton checks
+itself) goes to Triton byte for byte and Triton's answer comes back unchanged. It
 starts listening only once every model is ready, so ``/v2/health/ready`` on this port never
 answers 200 early. A local user can still reach the private port; the front guards the address
 clients are given.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import re
 import socket
 import threading
@@ -113,7 +115,7 @@ class RequestBounds:
                 raise Refused(400, f"unable to parse 'shape' of input '{name}': {shape!r}")
             if shape[0] > self.max_batch:
                 raise Refused(400, f"inference request batch-size must be <= {self.max_batch} for '{model}'")
-            if tuple(shape[1:]) != dims:
+            if math.prod(shape) > self.max_batch * math.prod(dims):  # a smaller wrong shape gets Triton's own error
                 want = ",".join(map(str, (-1, *dims)))
                 raise Refused(400, f"unexpected shape for input '{name}' for model '{model}'. Expected [{want}], "
                                    f"got [{','.join(map(str, shape))}]")
