@@ -16,6 +16,7 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -638,3 +639,23 @@ def test_sigterm_and_sigint_stop_cleanly_and_leave_nothing(servers):
                     and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not list(servers["home"].glob("workspace_*"))
     assert not triton_temp_files() - servers["before"]
+
+
+def test_a_server_whose_tritonserver_dies_exits_5_with_one_line(models, tmp_path_factory):
+    """The exit-code table's 5: not bad input, a server a supervisor may restart. (Triton's python
+    backend leaves its python_env_* folder in /tmp when tritonserver is killed; nothing removes it.)"""
+    home = tmp_path_factory.mktemp("home")  # short: PyTriton's unix sockets live here (108 bytes at most)
+    server = ServerProcess(models[1], ServeConfig(http_port=0, grpc_port=0, metrics_port=0,
+                                                  log_file=str(home / "triton.log")),
+                           env=os.environ | {"PYTRITON_HOME": str(home)}, stderr=subprocess.PIPE)
+    try:
+        server.start()
+        os.kill(process_named(server.process.pid, "tritonserver"), signal.SIGKILL)
+        code = server.process.wait(120)
+        err = server.process.stderr.read()
+    finally:
+        server.stop()
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert code == 5 and len(lines) == 1 and "tritonserver or a model stopped unexpectedly" in lines[0], err
+    assert str(home / "triton.log") in lines[0] and "Traceback" not in err, err
+    assert "Triton Inference Server exited with failure" in (home / "triton.log").read_text()  # PyTriton's, kept

@@ -24,6 +24,7 @@ make ``/v2/health/ready`` answer 200 once, when every model is ready, and never 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import socket
@@ -181,6 +182,8 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
         # Without a log file PyTriton prints tritonserver's log on stdout (where the ready line goes)
         # and keeps a copy of it in memory for as long as the server runs.
         log_file = Path(cfg.log_file) if cfg.log_file else new_log_file()
+        with open(log_file, "a"):  # a folder that is missing or read-only is an error now, not a silent tritonserver
+            pass
         config = triton_api.TritonConfig(
             http_address="127.0.0.1", http_port=triton_http, grpc_address=cfg.host, grpc_port=ports["grpc"],
             metrics_address=cfg.host, metrics_port=ports["metrics"], strict_readiness=True,
@@ -189,6 +192,7 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
             log_file=log_file)
         stop = stop or threading.Event()
         restore = _stop_on_signals(stop)
+        restore = _and_then(restore, _pytriton_logs_to(log_file))
     except BaseException:
         front.close()
         raise
@@ -243,6 +247,27 @@ def _model_control_off(triton) -> None:
         raise LayoverError("this PyTriton does not start tritonserver as 0.7 does; serve needs nvidia-pytriton 0.7")
     args["model_control_mode"] = "none"
     args["load-model"] = None
+
+
+def _pytriton_logs_to(log_file: Path) -> Callable[[], None]:
+    """PyTriton's own log records (its threads log tracebacks at ERROR when tritonserver goes away)
+    join tritonserver's in the log file instead of stderr, which keeps one ``error:`` line; returns
+    what undoes it."""
+    logger = logging.getLogger("pytriton")
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.propagate = propagate
+    return restore
+
+
+def _and_then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    return lambda: (second(), first())
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:

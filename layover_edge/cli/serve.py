@@ -62,9 +62,9 @@ def add_parsers(sub) -> None:
 
 
 def cmd_serve(args) -> int:
+    cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in fields(ServeConfig)})  # before any heavy import
     from layover_edge.apps.serve import serve
     from layover_edge.runtime.factory import open_model
-    cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in fields(ServeConfig)})
     backend = open_model(args.model, args.device, args.precision, args.mode)
     serve(backend, cfg, on_ready=lambda info: print(json.dumps(info) if args.json else ready_text(args.model, info),
                                                     flush=True))
