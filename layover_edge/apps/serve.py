@@ -191,8 +191,8 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
             exit_timeout_secs=30,  # stop() takes 4-8 s while the python stubs unload; shorter leaves /tmp files
             log_file=log_file)
         stop = stop or threading.Event()
-        restore = _stop_on_signals(stop)
-        restore = _and_then(restore, _pytriton_logs_to(log_file))
+        restore_logs = _pytriton_logs_to(log_file)
+        restore = _and_then(_stop_on_signals(stop), restore_logs)
     except BaseException:
         front.close()
         raise
@@ -221,6 +221,7 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
             raise ServerFailed(f"Triton did not start: {_first_line(e)} (its log: {log_file})") from None
         front.start(triton_http)
         info = {"ready": True, "models": [IMAGE_MODEL, TENSOR_MODEL], "host": cfg.host, **ports,
+                "triton_http": triton_http,  # tritonserver's own HTTP endpoint, behind the front, on loopback
                 "metrics_url": f"http://{_url_host(cfg.host)}:{ports['metrics']}/metrics", "pid": os.getpid(),
                 "backend": backend.metadata(), "labels": list(service.labels), "image_size": s,
                 "log_file": str(log_file), "config": asdict(cfg)}

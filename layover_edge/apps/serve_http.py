@@ -4,9 +4,10 @@ PyTriton 0.7 bundles tritonserver 2.51, whose HTTP endpoint allocates a JSON inp
 declared shape gives before anything compares that shape with the model (server
 src/http_server.cc, v2.51.0, ``serialized.resize(byte_size)`` in EVRequestToTritonRequest: one
 request declaring a million images is a ``std::bad_alloc`` that ends the process), and inflates a
-gzip or deflate body with no limit (``DecompressBuffer``). ``--http-max-input-size``, which bounds
-both, only arrived in 2.59.0, and no model-config setting is read before that allocation. gRPC
-checks sizes itself and is served by Triton directly.
+gzip or deflate body with no limit (``DecompressBuffer``). ``--http-max-input-size`` bounds the
+first from 2.59.0 and the second from 2.65.0 (data_compressor.h, ``max_decompressed_size``), and
+no model-config setting is read before that allocation. gRPC checks declared sizes itself and is
+served by Triton directly.
 
 So tritonserver's HTTP endpoint listens on a private loopback port, and this front, on the public
 one, refuses a compressed or chunked body, a body over ``--max-request-mb`` (before reading it),
@@ -163,6 +164,15 @@ def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
             super().handle_one_request()
             if self.close_connection and self.upstream is not None:
                 self.upstream.close()
+
+        def handle_expect_100(self) -> bool:
+            """A body refused from its headers is refused before the client is told to send it."""
+            try:
+                front.bounds.check_headers(self.headers)
+            except Refused as e:
+                self.reply_error(e, close=True)
+                return False
+            return super().handle_expect_100()
 
         def log_message(self, *_) -> None:  # tritonserver's log has the requests; stderr stays quiet
             pass
