@@ -112,7 +112,7 @@ class ReadinessWatch(threading.Thread):
 
     def http_state(self, path: str = "/v2/health/ready") -> str:
         try:
-            return str(urllib.request.urlopen(f"http://{self.http}{path}", timeout=5).status)
+            return str(urllib.request.urlopen(f"http://{self.http}{path}", timeout=30).status)
         except urllib.error.HTTPError as e:
             return str(e.code)
         except OSError:
@@ -120,7 +120,7 @@ class ReadinessWatch(threading.Thread):
 
     def grpc_state(self, client) -> str:
         try:
-            return "ready" if client.is_server_ready(client_timeout=5) else "not ready"
+            return "ready" if client.is_server_ready(client_timeout=30) else "not ready"
         except InferenceServerException:
             return "no answer"
 
