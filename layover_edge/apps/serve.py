@@ -219,7 +219,7 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
             triton.run()
         except Exception as e:  # a port in use, a stub that cannot start: PyTriton's own exception types
             raise ServerFailed(f"Triton did not start: {_first_line(e)} (its log: {log_file})") from None
-        front.start(triton_http)
+        front.start(triton_http, log_file)
         info = {"ready": True, "models": [IMAGE_MODEL, TENSOR_MODEL], "host": cfg.host, **ports,
                 "triton_http": triton_http,  # tritonserver's own HTTP endpoint, behind the front, on loopback
                 "metrics_url": f"http://{_url_host(cfg.host)}:{ports['metrics']}/metrics", "pid": os.getpid(),

@@ -23,6 +23,7 @@ from layover_edge.core.config import ServeConfig
 from layover_edge.core.errors import LayoverError
 
 from .serve import IMAGE_MODEL, INPUT, OUTPUTS, TENSOR_MODEL
+from .serve_http import die_with_parent
 from .sources import file_paths
 from .tag import JsonLines, label_records
 
@@ -178,7 +179,7 @@ class ServerProcess:
         """Start the child and return at once (several servers start faster side by side)."""
         self.process = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                         stderr=self.stderr, env=self.env, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=die_with_parent)
         self.lines: list[str] = []
         self.ready = threading.Event()
 
@@ -231,10 +232,3 @@ class ServerProcess:
 
     def __exit__(self, *_) -> None:
         self.stop()
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

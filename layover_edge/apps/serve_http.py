@@ -9,8 +9,8 @@ first from 2.59.0 and the second from 2.65.0 (data_compressor.h, ``max_decompres
 no model-config setting is read before that allocation. gRPC checks declared sizes itself and is
 served by Triton directly.
 
-So tritonserver's HTTP endpoint listens on a private loopback port, and this front, on the public
-one, refuses a compressed or chunked body, a body over ``--max-request-mb`` (before reading it),
+So tritonserver's HTTP endpoint listens on a private loopback port, and this front, a child process
+of ``serve`` on the public one, refuses a compressed or chunked body, a body over ``--max-request-mb`` (before reading it),
 and an inference request whose JSON header declares an input the model does not have, a batch over
 ``--max-batch`` or more elements than a full batch of the model's images holds, in Triton's words
 where Triton has them; everything else (a small wrong shape or dtype included, which Triton checks
@@ -25,9 +25,12 @@ import http.client
 import json
 import math
 import re
+import signal
 import socket
-import threading
+import subprocess
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from layover_edge.core.errors import LayoverError
 
@@ -124,41 +127,78 @@ class RequestBounds:
 
 class HttpFront:
     """The public HTTP port: bound when made (so a port in use is an error before Triton starts),
-    listening from ``start`` (once every model is ready), forwarding to Triton at ``upstream``."""
+    served from ``start`` (once every model is ready) by a child process, which listens on that
+    socket and forwards to Triton's own HTTP port. A process of its own, so the front and the
+    model's Python threads do not share one interpreter lock."""
 
     def __init__(self, host: str, port: int, bounds: RequestBounds):
-        self.bounds, self.upstream = bounds, ("127.0.0.1", 0)
-        server_type = type("Server", (ThreadingHTTPServer,), {
-            "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET, "daemon_threads": True})
+        self.bounds, self.family = bounds, socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(self.family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
         try:
-            self.server = server_type((host, port), _handler(self), bind_and_activate=False)
-            self.server.server_bind()
+            self.socket.bind((host, port))
         except OSError as e:
+            self.socket.close()
             raise LayoverError(f"cannot listen on {host}:{port} for http: {e.strerror} "
                                "(--http-port 0 picks a free port)") from None
-        self.port = self.server.server_address[1]
-        self.thread: threading.Thread | None = None
+        self.port = self.socket.getsockname()[1]
+        self.process: subprocess.Popen | None = None
 
-    def start(self, upstream_port: int) -> None:
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.server.server_activate()
-        self.thread = threading.Thread(target=self.server.serve_forever, name="http-front", daemon=True)
-        self.thread.start()
+    def start(self, upstream_port: int, log_file: Path) -> None:
+        """Serve from now on; the child's own errors, if any, go to ``log_file``."""
+        spec = {"fd": self.socket.fileno(), "family": int(self.family), "upstream": upstream_port,
+                "inputs": self.bounds.inputs, "max_batch": self.bounds.max_batch, "max_body": self.bounds.max_body}
+        with open(log_file, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(spec)], pass_fds=[spec["fd"]],
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                            start_new_session=True, preexec_fn=die_with_parent)
 
     def is_alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        return self.process is not None and self.process.poll() is None
 
     def close(self) -> None:
-        if self.thread is not None:
-            self.server.shutdown()
-        self.server.server_close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.socket.close()
 
 
-def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
+def run_front(spec: dict) -> None:
+    """The child's work: listen on the inherited socket and forward until SIGTERM."""
+    bounds = RequestBounds({m: {n: tuple(d) for n, d in inputs.items()} for m, inputs in spec["inputs"].items()},
+                           spec["max_batch"], spec["max_body"])
+    server = ThreadingHTTPServer(("", 0), _handler(bounds, ("127.0.0.1", spec["upstream"])), bind_and_activate=False)
+    server.daemon_threads = True
+    server.socket.close()
+    server.socket = socket.socket(spec["family"], socket.SOCK_STREAM, fileno=spec["fd"])
+    server.server_activate()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.serve_forever()
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: the kernel sends it SIGTERM when the thread that started it ends."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _handler(bounds: RequestBounds, upstream: tuple[str, int]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as tritonclient's HTTP client expects
         timeout = IDLE_TIMEOUT_S
         upstream: http.client.HTTPConnection | None = None
+
+        def setup(self) -> None:
+            super().setup()
+            # headers and body leave in two writes: with Nagle's algorithm the second waits for the
+            # client's delayed ACK of the first, 40 ms a request
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def handle_one_request(self) -> None:
             super().handle_one_request()
@@ -168,7 +208,7 @@ def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
         def handle_expect_100(self) -> bool:
             """A body refused from its headers is refused before the client is told to send it."""
             try:
-                front.bounds.check_headers(self.headers)
+                bounds.check_headers(self.headers)
             except Refused as e:
                 self.reply_error(e, close=True)
                 return False
@@ -179,7 +219,7 @@ def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
 
         def serve(self) -> None:
             try:
-                length = front.bounds.check_headers(self.headers)
+                length = bounds.check_headers(self.headers)
             except Refused as e:
                 return self.reply_error(e, close=True)  # the body, unread, cannot stay on the connection
             body = self.rfile.read(length)
@@ -190,7 +230,7 @@ def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
                 return self.reply_error(Refused(400, f"request target {self.path[:80]!r} is not a path"))
             try:
                 if self.command == "POST":
-                    front.bounds.check_infer(re.split(r"[?#]", self.path, maxsplit=1)[0], self.headers, body)
+                    bounds.check_infer(re.split(r"[?#]", self.path, maxsplit=1)[0], self.headers, body)
             except Refused as e:
                 return self.reply_error(e)
             self.forward(body)
@@ -200,9 +240,11 @@ def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
         def forward(self, body: bytes) -> None:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             for attempt in (0, 1):  # a kept-alive upstream connection Triton closed is reopened once
-                if self.upstream is None:
-                    self.upstream = http.client.HTTPConnection(*front.upstream, timeout=UPSTREAM_TIMEOUT_S)
                 try:
+                    if self.upstream is None:
+                        self.upstream = http.client.HTTPConnection(*upstream, timeout=UPSTREAM_TIMEOUT_S)
+                        self.upstream.connect()
+                        self.upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self.upstream.request(self.command, self.path, body=body, headers=headers)
                     answer = self.upstream.getresponse()
                     data = answer.read()
@@ -232,3 +274,7 @@ def _handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
     return Handler
+
+
+if __name__ == "__main__":
+    run_front(json.loads(sys.argv[1]))
