@@ -36,7 +36,7 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from layover_edge.apps.serve_client import ServerProcess  # noqa: E402
+from layover_edge.apps.serve_client import STARTUP_TIMEOUT_S, ServerProcess  # noqa: E402
 from layover_edge.apps.sources import read_image  # noqa: E402
 from layover_edge.apps.tag import Preprocessor, select_tags  # noqa: E402
 from layover_edge.cli import main  # noqa: E402
@@ -108,6 +108,7 @@ class ReadinessWatch(threading.Thread):
         self.http, self.grpc = f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
         self.seen = {"http": [], "grpc": []}
         self.models_at_first_200: list[int] = []
+        self.at_ready_line = "not seen"
         self.done = threading.Event()
 
     def http_state(self, path: str = "/v2/health/ready") -> str:
@@ -172,6 +173,11 @@ def servers(models, tmp_path_factory):
         for server in (onnx, torch_server):
             server.launch()
             started.append(server)
+
+        def at_ready_line() -> None:  # what a client told "ready" finds at once
+            if torch_server.ready.wait(STARTUP_TIMEOUT_S):
+                watch.at_ready_line = watch.http_state()
+        threading.Thread(target=at_ready_line, daemon=True).start()
         for server in started:
             server.wait_ready()
         time.sleep(1)  # readiness must hold after the ready line too
@@ -465,6 +471,7 @@ def test_readiness_turns_200_once_every_model_is_ready_and_never_flaps(servers):
     assert watch.seen["http"] == ["no answer", "200"], watch.seen
     assert watch.seen["grpc"] == ["no answer", "ready"], watch.seen
     assert watch.models_at_first_200 == [200, 200]
+    assert watch.at_ready_line == "200"
 
 
 def test_the_default_log_file_is_new_and_private(servers):

@@ -41,6 +41,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host", "content-length", "expect"}
 IDLE_TIMEOUT_S = 60.0       # a client connection that sends nothing for this long is closed
 UPSTREAM_TIMEOUT_S = 300.0  # one inference through tritonserver, queueing included
+BACKLOG = 128               # connections the kernel accepts ahead of the front (socketserver's default is 5)
 
 
 class Refused(Exception):
@@ -146,6 +147,8 @@ class HttpFront:
 
     def start(self, upstream_port: int, log_file: Path) -> None:
         """Serve from now on; the child's own errors, if any, go to ``log_file``."""
+        # listening from now on: a connection made before the child accepts waits in the backlog
+        self.socket.listen(BACKLOG)
         spec = {"fd": self.socket.fileno(), "family": int(self.family), "upstream": upstream_port,
                 "inputs": self.bounds.inputs, "max_batch": self.bounds.max_batch, "max_body": self.bounds.max_body}
         with open(log_file, "ab") as log:
@@ -174,8 +177,7 @@ def run_front(spec: dict) -> None:
     server = ThreadingHTTPServer(("", 0), _handler(bounds, ("127.0.0.1", spec["upstream"])), bind_and_activate=False)
     server.daemon_threads = True
     server.socket.close()
-    server.socket = socket.socket(spec["family"], socket.SOCK_STREAM, fileno=spec["fd"])
-    server.server_activate()
+    server.socket = socket.socket(spec["family"], socket.SOCK_STREAM, fileno=spec["fd"])  # listening already
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 
