@@ -624,6 +624,7 @@ CASES = [
     Case("serve --http-port 65536", EXIT_BAD_INPUT, "--http-port", argv("serve", "m.onnx", "--http-port", "65536"), False),
     Case("serve: one port for HTTP and gRPC", EXIT_BAD_INPUT, "--grpc-port are both 8123",
          argv("serve", "m.onnx", "--http-port", "8123", "--grpc-port", "8123"), False),
+    Case("serve --host ::1 (IPv6)", EXIT_BAD_INPUT, "--host ::1", argv("serve", "m.onnx", "--host", "::1"), False),
     Case("serve: the HTTP port in use", EXIT_BAD_INPUT, "cannot listen on 127.0.0.1:", serve_port_in_use),
     Case("serve --log-file in a missing folder", EXIT_OS_ERROR, "triton.log", serve_log_in_missing_folder),
     # values only the library can judge

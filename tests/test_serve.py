@@ -584,7 +584,8 @@ def test_serve_refuses_bad_input_with_one_line(models, tmp_path, capsys):
                               [[str(models[1]), "--http-port", "65536"],
                                "argument --http-port: must be an integer ≥ 0 and ≤ 65535, got 65536"],
                               [[str(models[1]), "--http-port", str(port), "--grpc-port", str(port)],
-                               f"--http-port and --grpc-port are both {port}"]):
+                               f"--http-port and --grpc-port are both {port}"],
+                              [[str(models[1]), "--host", "::1"], "cannot listen for gRPC on an IPv6 address"]):
             try:
                 code = main(["serve", *args])
             except SystemExit as e:  # argparse refuses an impossible value as it is parsed

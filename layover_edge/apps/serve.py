@@ -132,7 +132,7 @@ def import_pytriton():
 def claim_port(host: str, port: int, name: str) -> int:
     """``port`` if it is free on ``host`` (0: one the kernel hands out), checked before Triton starts:
     tritonserver exits on a port in use, and PyTriton then waits two minutes before it says "timed out"."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
         try:
             s.bind((host, port))
@@ -222,7 +222,7 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
         front.start(triton_http, log_file)
         info = {"ready": True, "models": [IMAGE_MODEL, TENSOR_MODEL], "host": cfg.host, **ports,
                 "triton_http": triton_http,  # tritonserver's own HTTP endpoint, behind the front, on loopback
-                "metrics_url": f"http://{_url_host(cfg.host)}:{ports['metrics']}/metrics", "pid": os.getpid(),
+                "metrics_url": f"http://{cfg.host}:{ports['metrics']}/metrics", "pid": os.getpid(),
                 "backend": backend.metadata(), "labels": list(service.labels), "image_size": s,
                 "log_file": str(log_file), "config": asdict(cfg)}
         if on_ready is not None:
@@ -287,7 +287,3 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -9,15 +9,15 @@ first from 2.59.0 and the second from 2.65.0 (data_compressor.h, ``max_decompres
 no model-config setting is read before that allocation. gRPC checks declared sizes itself and is
 served by Triton directly.
 
-So tritonserver's HTTP endpoint listens on a private loopback port, and this front, a child process
-of ``serve`` on the public one, refuses a compressed or chunked body, a body over ``--max-request-mb`` (before reading it),
-and an inference request whose JSON header declares an input the model does not have, a batch over
-``--max-batch`` or more elements than a full batch of the model's images holds, in Triton's words
-where Triton has them; everything else (a small wrong shape or dtype included, which Triton checks
-itself) goes to Triton byte for byte and Triton's answer comes back unchanged. It
-starts listening only once every model is ready, so ``/v2/health/ready`` on this port never
-answers 200 early. A local user can still reach the private port; the front guards the address
-clients are given.
+So tritonserver's HTTP endpoint listens on a private loopback port, and this front, a child
+process of ``serve`` on the public one, refuses a compressed or chunked body, a body over
+``--max-request-mb`` (before reading it), and an inference request whose JSON header declares an
+input the model does not have, a batch over ``--max-batch`` or more elements than a full batch of
+the model's images holds, in Triton's words where Triton has them; everything else (a small wrong
+shape or dtype included, which Triton checks itself) goes to Triton byte for byte and Triton's
+answer comes back unchanged. It listens only once every model is ready, so ``/v2/health/ready``
+on this port never answers 200 early. A local user can still reach the private port; the front
+guards the address clients are given.
 """
 from __future__ import annotations
 
@@ -133,8 +133,8 @@ class HttpFront:
     model's Python threads do not share one interpreter lock."""
 
     def __init__(self, host: str, port: int, bounds: RequestBounds):
-        self.bounds, self.family = bounds, socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(self.family, socket.SOCK_STREAM)
+        self.bounds = bounds
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # ServeConfig allows IPv4 hosts only
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
         try:
             self.socket.bind((host, port))
@@ -149,7 +149,7 @@ class HttpFront:
         """Serve from now on; the child's own errors, if any, go to ``log_file``."""
         # listening from now on: a connection made before the child accepts waits in the backlog
         self.socket.listen(BACKLOG)
-        spec = {"fd": self.socket.fileno(), "family": int(self.family), "upstream": upstream_port,
+        spec = {"fd": self.socket.fileno(), "upstream": upstream_port,
                 "inputs": self.bounds.inputs, "max_batch": self.bounds.max_batch, "max_body": self.bounds.max_body}
         with open(log_file, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(spec)], pass_fds=[spec["fd"]],
@@ -177,7 +177,7 @@ def run_front(spec: dict) -> None:
     server = ThreadingHTTPServer(("", 0), _handler(bounds, ("127.0.0.1", spec["upstream"])), bind_and_activate=False)
     server.daemon_threads = True
     server.socket.close()
-    server.socket = socket.socket(spec["family"], socket.SOCK_STREAM, fileno=spec["fd"])  # listening already
+    server.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=spec["fd"])  # listening already
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 

@@ -28,7 +28,7 @@ def add_parsers(sub) -> None:
                    help="checkpoint directory (PyTorch), .onnx file (ONNX Runtime) or .engine/.plan (TensorRT)")
     g = p.add_argument_group("network")
     g.add_argument("--host", default=S.host,
-                   help="address to listen on; 0.0.0.0 exposes the server to the network (default: %(default)s)")
+                   help="IPv4 address to listen on; 0.0.0.0 exposes the server to the network (default: %(default)s)")
     g.add_argument("--http-port", type=PORT, default=S.http_port,
                    help="HTTP port, 0-65535; 0 picks a free one (default: %(default)s)")
     g.add_argument("--grpc-port", type=PORT, default=S.grpc_port,

@@ -231,6 +231,11 @@ class ServeConfig:
     max_request_mb: int = 64        # the largest HTTP request body; Triton 2.59's --http-max-input-size default
 
     def __post_init__(self) -> None:
+        if ":" in self.host:
+            # tritonserver 2.51 joins address and port as "::1:8001", which gRPC cannot parse: it
+            # exits "already in use" and PyTriton waits two minutes (server src/grpc/grpc_server.cc)
+            raise LayoverError(f"--host {self.host}: the bundled tritonserver cannot listen for gRPC on an IPv6 "
+                               "address; use an IPv4 one (127.0.0.1, 0.0.0.0)")
         ports = {}
         for name in ("http", "grpc", "metrics"):
             port = checks.integer(getattr(self, f"{name}_port"), f"{name}_port", 0, 65535)
