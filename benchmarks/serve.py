@@ -126,8 +126,9 @@ def main() -> int:
     p.add_argument("--out", required=True, help="output folder: serve.json, serve.md (and model/ when built)")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default: %(default)s)")
     p.add_argument("--requests", type=int, default=200, help="requests per client and run (default: %(default)s)")
-    p.add_argument("--protocols", nargs="+", choices=("grpc", "http"), default=["grpc", "http"],
-                   help="client protocols (default: both)")
+    p.add_argument("--protocols", nargs="+", choices=("grpc", "http", "triton-http"), default=["grpc", "http"],
+                   help="client protocols; triton-http: tritonserver's own HTTP endpoint behind serve's HTTP front, "
+                        "which shows what the front costs (default: grpc http)")
     p.add_argument("--forms", nargs="+", choices=("image", "tensor"), default=["image", "tensor"],
                    help="image: JPEG bytes to 'tagger'; tensor: preprocessed FP32 to 'tagger_tensor' (default: both)")
     p.add_argument("--images", type=int, default=64,
@@ -180,7 +181,8 @@ def main() -> int:
         for protocol in a.protocols:
             for form in a.forms:
                 def make(protocol=protocol, form=form):
-                    client = server.client(protocol)
+                    client = Client(f"127.0.0.1:{server.info['triton_http']}", "http") \
+                        if protocol == "triton-http" else server.client(protocol)
 
                     def call(n: int) -> bool:
                         k = n % a.images

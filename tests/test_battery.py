@@ -10,11 +10,13 @@ battery costs about one minute of CI time; argparse cases never import torch.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -541,6 +543,29 @@ def second_extraction(tmp: Path, a: Assets) -> Outcome:
     return second
 
 
+def serving(run: Callable[[Path, Assets], Outcome]) -> Callable[[Path, Assets], Outcome]:
+    """A ``serve`` case that gets past the model, so it needs the serve extra."""
+    def case(tmp: Path, a: Assets) -> Outcome:
+        if importlib.util.find_spec("pytriton") is None:
+            return Outcome(None, skip="the serve extra (nvidia-pytriton) is not installed")
+        return run(tmp, a)
+    return case
+
+
+@serving
+def serve_log_in_missing_folder(tmp: Path, a: Assets) -> Outcome:
+    return cli("serve", a.onnx, "--log-file", tmp / "missing" / "triton.log", "--http-port", "0", "--grpc-port", "0",
+               "--metrics-port", "0")
+
+
+@serving
+def serve_port_in_use(tmp: Path, a: Assets) -> Outcome:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        return cli("serve", a.onnx, "--http-port", busy.getsockname()[1], "--grpc-port", "0", "--metrics-port", "0")
+
+
 def second_trainer(tmp: Path, a: Assets) -> Outcome:
     args = [*RUN, "--epochs", LONG_RUN, "--cache", a.cache, "--out", tmp / "run"]
     first = start("train", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -596,6 +621,12 @@ CASES = [
     Case("parity --size 0", EXIT_BAD_INPUT, "--size", argv("parity", "ck", "--against", "m.onnx", "--data", "synthetic:val", "--size", "0"), False),
     Case("eval --device gpu0", EXIT_BAD_INPUT, "--device", argv("eval", "ck", "--device", "gpu0"), False),
     Case("bench --batches 0", EXIT_BAD_INPUT, "--batches", argv("bench", "--batches", "0", "--out", "{tmp}/b"), False),
+    Case("serve --http-port 65536", EXIT_BAD_INPUT, "--http-port", argv("serve", "m.onnx", "--http-port", "65536"), False),
+    Case("serve: one port for HTTP and gRPC", EXIT_BAD_INPUT, "--grpc-port are both 8123",
+         argv("serve", "m.onnx", "--http-port", "8123", "--grpc-port", "8123"), False),
+    Case("serve --host ::1 (IPv6)", EXIT_BAD_INPUT, "--host ::1", argv("serve", "m.onnx", "--host", "::1"), False),
+    Case("serve: the HTTP port in use", EXIT_BAD_INPUT, "cannot listen on 127.0.0.1:", serve_port_in_use),
+    Case("serve --log-file in a missing folder", EXIT_OS_ERROR, "triton.log", serve_log_in_missing_folder),
     # values only the library can judge
     Case("eval --split bogus", EXIT_BAD_INPUT, "'bogus'", lambda t, a: cli("eval", a.ckpt, *DATA, "--split", "bogus", "--quiet")),
     Case("train --num-classes 4 on synthetic", EXIT_BAD_INPUT, "num_classes", argv("train", *MODEL, *DATA[:6], "--num-classes", "4", "--out", "{tmp}/r", "--quiet")),

@@ -13,10 +13,18 @@ tags above threshold, highest first, padded with b"" / 0 to the longest in the r
 PyTriton fails every request of a dynamic batch when its callable raises, so one bad image would
 fail its neighbours' requests too. Requests Triton itself can reject (wrong name, shape, dtype,
 batch size) get Triton's own error.
+
+Hardening of the bundled tritonserver (2.51): the HTTP port is ``serve_http``'s front (it bounds
+what a request may declare before Triton allocates it); models are written to the repository before
+tritonserver starts and loaded at its start with model control off (``--model-control-mode=none``),
+so the repository API can load nothing, whoever reads PyTriton's access token from tritonserver's
+command line; ``--strict-readiness`` (Triton's default, set explicitly) and loading only at start
+make ``/v2/health/ready`` answer 200 once, when every model is ready, and never flap.
 """
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import socket
@@ -30,9 +38,10 @@ from typing import Callable
 import numpy as np
 
 from layover_edge.core.config import ServeConfig
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, ServerFailed
 from layover_edge.runtime.base import Backend
 
+from .serve_http import HttpFront, RequestBounds
 from .sources import decode_image
 from .tag import Preprocessor, select_tags
 
@@ -47,10 +56,6 @@ class TaggerService:
     image is decoded or checked on its own, then all good ones go through one ``predict``."""
 
     def __init__(self, backend: Backend, cfg: ServeConfig):
-        if cfg.topk < 0:
-            raise LayoverError("--topk must be 0 (all above threshold) or positive")
-        if cfg.max_batch < 1 or cfg.max_queue_delay_us < 0 or cfg.max_image_pixels < 1:
-            raise LayoverError("--max-batch and --max-image-pixels must be positive, --max-queue-delay-us not negative")
         self.backend, self.cfg = backend, cfg
         self.labels = backend.info.labels
         self.thresholds = backend.info.threshold_array(cfg.threshold)
@@ -126,8 +131,8 @@ def import_pytriton():
 
 def claim_port(host: str, port: int, name: str) -> int:
     """``port`` if it is free on ``host`` (0: one the kernel hands out), checked before Triton starts:
-    tritonserver exits on a port in use, and PyTriton then waits a minute before it says "timed out"."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+    tritonserver exits on a port in use, and PyTriton then waits two minutes before it says "timed out"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
         try:
             s.bind((host, port))
@@ -149,6 +154,14 @@ def prefer_own_libpython() -> None:
     os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
 
 
+def new_log_file() -> Path:
+    """A log file created for this run alone (exclusively, mode 0600, random name) in the shared
+    temporary folder: a name known in advance there could be a symlink another user planted."""
+    fd, name = tempfile.mkstemp(prefix=f"layover-edge-serve-{os.getpid()}-", suffix=".log")
+    os.close(fd)
+    return Path(name)
+
+
 def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[dict], None] | None = None,
           stop: threading.Event | None = None) -> dict:
     """Serve ``backend`` until SIGINT or SIGTERM (or ``stop`` is set), then shut Triton down cleanly.
@@ -156,53 +169,106 @@ def serve(backend: Backend, cfg: ServeConfig | None = None, on_ready: Callable[[
     cfg = cfg or ServeConfig()
     triton_api, mc = import_pytriton()
     service = TaggerService(backend, cfg)
-    ports = {name: claim_port(cfg.host, getattr(cfg, f"{name}_port"), name) for name in ("http", "grpc", "metrics")}
-    prefer_own_libpython()
-    # Without a log file PyTriton prints tritonserver's log on stdout (where the ready line goes)
-    # and keeps a copy of it in memory for as long as the server runs.
-    log_file = Path(cfg.log_file or Path(tempfile.gettempdir()) / f"layover-edge-serve-{os.getpid()}.log")
-    config = triton_api.TritonConfig(
-        http_address=cfg.host, http_port=ports["http"], grpc_address=cfg.host, grpc_port=ports["grpc"],
-        metrics_address=cfg.host, metrics_port=ports["metrics"],
-        allow_gpu_metrics=False,  # NVML probing only logs errors where there is no GPU; Triton's GPU metrics need DCGM
-        exit_timeout_secs=30,  # stop() takes 4-8 s while the python stubs unload; shorter fails and leaves /tmp files
-        log_file=log_file)
-    stop = stop or threading.Event()
-    restore = _stop_on_signals(stop)
+    k, s = len(service.labels), service.size
+    inputs = {IMAGE_MODEL: mc.Tensor(name=INPUT, dtype=np.bytes_, shape=(1,)),
+              TENSOR_MODEL: mc.Tensor(name=INPUT, dtype=np.float32, shape=(3, s, s))}
+    front = HttpFront(cfg.host, cfg.http_port, RequestBounds(
+        {model: {t.name: tuple(t.shape)} for model, t in inputs.items()}, cfg.max_batch, cfg.max_request_mb << 20))
     try:
-        triton = triton_api.Triton(config=config)
+        ports = {"http": front.port, **{name: claim_port(cfg.host, getattr(cfg, f"{name}_port"), name)
+                                        for name in ("grpc", "metrics")}}
+        triton_http = claim_port("127.0.0.1", 0, "tritonserver's own http")
+        prefer_own_libpython()
+        # Without a log file PyTriton prints tritonserver's log on stdout (where the ready line goes)
+        # and keeps a copy of it in memory for as long as the server runs.
+        log_file = Path(cfg.log_file) if cfg.log_file else new_log_file()
+        with open(log_file, "a"):  # a folder that is missing or read-only is an error now, not a silent tritonserver
+            pass
+        config = triton_api.TritonConfig(
+            http_address="127.0.0.1", http_port=triton_http, grpc_address=cfg.host, grpc_port=ports["grpc"],
+            metrics_address=cfg.host, metrics_port=ports["metrics"], strict_readiness=True,
+            allow_gpu_metrics=False,  # NVML probing only logs errors where there is no GPU; GPU metrics need DCGM
+            exit_timeout_secs=30,  # stop() takes 4-8 s while the python stubs unload; shorter leaves /tmp files
+            log_file=log_file)
+        stop = stop or threading.Event()
+        restore_logs = _pytriton_logs_to(log_file)
+        restore = _and_then(_stop_on_signals(stop), restore_logs)
+    except BaseException:
+        front.close()
+        raise
+    try:
+        # local_model_store: bind() writes each model into the repository tritonserver starts from,
+        # instead of loading it through the repository API afterwards.
+        triton = triton_api.Triton(config=config, triton_lifecycle_policy=triton_api.TritonLifecyclePolicy(
+            launch_triton_on_startup=True, local_model_store=True))
+        _model_control_off(triton)
     except Exception as e:
         restore()
-        raise LayoverError(f"cannot start Triton: {_first_line(e)}") from None
+        front.close()
+        raise ServerFailed(f"cannot start Triton: {_first_line(e)}") from None
     batching = mc.ModelConfig(max_batch_size=cfg.max_batch,
                               batcher=mc.DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us))
-    k, s = len(service.labels), service.size
     outputs = [mc.Tensor(name="probabilities", dtype=np.float32, shape=(k,)),
                mc.Tensor(name="labels", dtype=np.bytes_, shape=(-1,)),
                mc.Tensor(name="scores", dtype=np.float32, shape=(-1,)),
                mc.Tensor(name="error", dtype=np.bytes_, shape=(1,))]
     try:
-        triton.bind(IMAGE_MODEL, service.infer_images, [mc.Tensor(name=INPUT, dtype=np.bytes_, shape=(1,))],
-                    outputs, config=batching)
-        triton.bind(TENSOR_MODEL, service.infer_tensors, [mc.Tensor(name=INPUT, dtype=np.float32, shape=(3, s, s))],
-                    outputs, config=batching)
+        triton.bind(IMAGE_MODEL, service.infer_images, [inputs[IMAGE_MODEL]], outputs, config=batching)
+        triton.bind(TENSOR_MODEL, service.infer_tensors, [inputs[TENSOR_MODEL]], outputs, config=batching)
         try:
             triton.run()
         except Exception as e:  # a port in use, a stub that cannot start: PyTriton's own exception types
-            raise LayoverError(f"Triton did not start: {_first_line(e)} (its log: {log_file})") from None
+            raise ServerFailed(f"Triton did not start: {_first_line(e)} (its log: {log_file})") from None
+        front.start(triton_http, log_file)
         info = {"ready": True, "models": [IMAGE_MODEL, TENSOR_MODEL], "host": cfg.host, **ports,
-                "metrics_url": f"http://{_url_host(cfg.host)}:{ports['metrics']}/metrics", "pid": os.getpid(),
+                "triton_http": triton_http,  # tritonserver's own HTTP endpoint, behind the front, on loopback
+                "metrics_url": f"http://{cfg.host}:{ports['metrics']}/metrics", "pid": os.getpid(),
                 "backend": backend.metadata(), "labels": list(service.labels), "image_size": s,
                 "log_file": str(log_file), "config": asdict(cfg)}
         if on_ready is not None:
             on_ready(info)
         while not stop.wait(POLL_S):
-            if not triton.is_alive():
-                raise LayoverError(f"tritonserver or a model stopped unexpectedly; see {log_file}")
+            if not triton.is_alive() or not front.is_alive():
+                raise ServerFailed(f"tritonserver or a model stopped unexpectedly; see {log_file}")
     finally:
+        front.close()
         triton.stop()
         restore()
     return info
+
+
+def _model_control_off(triton) -> None:
+    """tritonserver loads every model of its repository at start and none after
+    (``--model-control-mode=none``; core model_repository_manager.cc refuses a load with "explicit
+    model load / unload is not allowed"). PyTriton 0.7 has no option for it and always writes
+    ``explicit`` and ``--load-model=*`` into the arguments it keeps for tritonserver (triton.py,
+    ``_prepare_triton_config``), so they are changed there, before the server starts."""
+    args = getattr(triton, "_triton_server_config", None)
+    if args is None or args["model_control_mode"] != "explicit":
+        raise LayoverError("this PyTriton does not start tritonserver as 0.7 does; serve needs nvidia-pytriton 0.7")
+    args["model_control_mode"] = "none"
+    args["load-model"] = None
+
+
+def _pytriton_logs_to(log_file: Path) -> Callable[[], None]:
+    """PyTriton's own log records (its threads log tracebacks at ERROR when tritonserver goes away)
+    join tritonserver's in the log file instead of stderr, which keeps one ``error:`` line; returns
+    what undoes it."""
+    logger = logging.getLogger("pytriton")
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.propagate = propagate
+    return restore
+
+
+def _and_then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    return lambda: (second(), first())
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
@@ -221,7 +287,3 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

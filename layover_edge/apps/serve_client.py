@@ -23,6 +23,7 @@ from layover_edge.core.config import ServeConfig
 from layover_edge.core.errors import LayoverError
 
 from .serve import IMAGE_MODEL, INPUT, OUTPUTS, TENSOR_MODEL
+from .serve_http import die_with_parent
 from .sources import file_paths
 from .tag import JsonLines, label_records
 
@@ -161,10 +162,11 @@ class ServerProcess:
     SIGTERM from the kernel (Linux's parent-death signal, tied to the thread that started it)."""
 
     def __init__(self, model: str | Path, cfg: ServeConfig | None = None, device: str = "cpu",
-                 startup_timeout: float = STARTUP_TIMEOUT_S, env: dict[str, str] | None = None):
+                 startup_timeout: float = STARTUP_TIMEOUT_S, env: dict[str, str] | None = None,
+                 stderr: int | None = None):
         self.cmd = [sys.executable, "-m", "layover_edge", "serve", str(model), "--json", "--device", device,
                     *serve_args(cfg or ServeConfig())]
-        self.startup_timeout, self.env = startup_timeout, env
+        self.startup_timeout, self.env, self.stderr = startup_timeout, env, stderr  # stderr: as Popen takes it
         self.process: subprocess.Popen | None = None
         self.info: dict = {}
 
@@ -176,7 +178,8 @@ class ServerProcess:
     def launch(self) -> None:
         """Start the child and return at once (several servers start faster side by side)."""
         self.process = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                        env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+                                        stderr=self.stderr, env=self.env, start_new_session=True,
+                                        preexec_fn=die_with_parent)
         self.lines: list[str] = []
         self.ready = threading.Event()
 
@@ -229,10 +232,3 @@ class ServerProcess:
 
     def __exit__(self, *_) -> None:
         self.stop()
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -13,7 +13,6 @@ import os
 import sys
 
 from layover_edge.core.errors import (
-    EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     LayoverError,
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a full disk behind stdout fails here, inside the handlers below
         return code
     except LayoverError as e:
-        return _fail(args.verb, str(e), EXIT_BAD_INPUT)
+        return _fail(args.verb, str(e), e.exit_code)
     except BrokenPipeError:  # `layover-edge tag ... | head`: the reader left; say so once, quietly exit
         _drop_stdout()
         return _fail(args.verb, "broken pipe: the program reading the output closed it", EXIT_BROKEN_PIPE)

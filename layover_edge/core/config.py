@@ -257,4 +257,26 @@ class ServeConfig:
     max_image_pixels: int = MAX_PIXELS  # decoding bound per image (192 MB of RGB); PIL's own bomb limit is 89 MP
     threshold: float | None = None  # one threshold for every class instead of the model's
     topk: int = 0
-    log_file: str | None = None     # tritonserver's log (default: layover-edge-serve-PID.log in the temp dir)
+    log_file: str | None = None     # tritonserver's log (default: a new layover-edge-serve-PID-*.log in the temp dir)
+    max_request_mb: int = 64        # the largest HTTP request body; Triton 2.59's --http-max-input-size default
+
+    def __post_init__(self) -> None:
+        if ":" in self.host:
+            # tritonserver 2.51 joins address and port as "::1:8001", which gRPC cannot parse: it
+            # exits "already in use" and PyTriton waits two minutes (server src/grpc/grpc_server.cc)
+            raise LayoverError(f"--host {self.host}: the bundled tritonserver cannot listen for gRPC on an IPv6 "
+                               "address; use an IPv4 one (127.0.0.1, 0.0.0.0)")
+        ports = {}
+        for name in ("http", "grpc", "metrics"):
+            port = checks.integer(getattr(self, f"{name}_port"), f"{name}_port", 0, 65535)
+            if port and port in ports:
+                raise LayoverError(f"--{ports[port]}-port and --{name}-port are both {port}: each needs its own "
+                                   "port (0 picks a free one)")
+            ports[port] = name
+        checks.positive_int(self.max_batch, "max_batch")
+        checks.nonnegative_int(self.max_queue_delay_us, "max_queue_delay_us")
+        checks.positive_int(self.max_image_pixels, "max_image_pixels")
+        checks.nonnegative_int(self.topk, "topk")
+        checks.positive_int(self.max_request_mb, "max_request_mb")
+        if self.threshold is not None:
+            checks.probability(self.threshold, "threshold")

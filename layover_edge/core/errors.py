@@ -7,6 +7,7 @@ import errno
 EXIT_BAD_INPUT = 2       # a LayoverError or an argument argparse refused
 EXIT_OS_ERROR = 3        # the operating system refused: no such file, not a directory, read-only, ...
 EXIT_NO_SPACE = 4        # the disk (or quota) is full: free space and run again; train and features resume
+EXIT_SERVER_FAILED = 5   # serve: tritonserver did not start, or it or a model stopped while serving
 EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 141   # the reader of stdout went away (128 + SIGPIPE, as `cmd | head` expects)
 
@@ -15,6 +16,14 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 class LayoverError(Exception):
     """A user-facing problem: bad input, a mismatched file, an unknown name."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ServerFailed(LayoverError):
+    """The server, not its input, failed: a supervisor may restart it."""
+
+    exit_code = EXIT_SERVER_FAILED
 
 
 def os_error_text(e: OSError) -> str:
