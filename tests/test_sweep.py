@@ -92,8 +92,9 @@ def test_a_diverging_learning_rate_stops_its_heads_and_the_others_go_on():
 
 def test_the_schedule_scales_with_the_data_set():
     assert auto_steps(255, 64) == MIN_STEPS                     # 4 steps an epoch: the floor
-    assert auto_steps(82_081, 64) == 10 * 1283                  # full COCO: 10 epochs
-    assert ft_epochs(TrainConfig(), 82_081) == 10 and ft_epochs(TrainConfig(), 255) == 30  # at most the paper's 30
+    assert auto_steps(2000, 64) == 30 * 32                      # the demo: the paper's 30 epochs
+    assert auto_steps(82_081, 64) == 30 * 1283
+    assert ft_epochs(TrainConfig(epochs=10), 82_081) == 10 and ft_epochs(TrainConfig(), 255) == 30  # at most --epochs
     assert ft_epochs(TrainConfig(recipe="paper", epochs=7), 255) == 7
 
 

@@ -167,7 +167,7 @@ def add_parsers(sub) -> None:
                         "paper: the paper's appendix A.2 (--epochs of OneCycle SGD at --lr, --weight-decay) "
                         "(default: %(default)s)")
     g.add_argument("--steps", type=POSITIVE, default=None,
-                   help="sweep and FT: optimiser steps (default: 10 passes over the training split, at least "
+                   help="sweep and FT: optimiser steps (default: 30 passes over the training split, at least "
                         f"{MIN_STEPS})")
     g.add_argument("--lr-grid", type=POSITIVE_NUMBER, nargs="+", default=T.sweep_lrs, metavar="LR",
                    help="sweep: the learning rates tried (default: %(default)s)")

@@ -16,7 +16,7 @@ RECIPES = ("sweep", "paper")
 # The sweep's (and FT's) default length: MIN_EPOCHS passes over the training split, never fewer than MIN_STEPS
 # steps (training/schedule.py says why)
 MIN_STEPS = 300
-MIN_EPOCHS = 10
+MIN_EPOCHS = 30
 # linear: pool, Linear C→N (the official BiT code); pool1d: the paper's eq. 3 for tokens
 RS_VARIANTS = ("linear", "pool1d")
 # How the RM branch ĥ meets the pre-logits z (kernels/reference.py has the maths), the default
