@@ -35,7 +35,7 @@ def features(n: int, seed: int, n_features: int = 24, channels: int = 6, classes
 def test_a_folded_head_computes_what_its_bank_trained(kind):
     """Bank.head(g) in the plain parametrisation of models.heads gives the bank's logits for head g."""
     z, p, y = features(40, 0)
-    stats = bank_stats(kind, z, None if kind.method == "lp" else p)
+    stats = bank_stats(z, None if kind.method == "lp" else p)
     bank = Bank(kind, 3, z.shape[1], p.shape[1], y.shape[1], stats)
     with torch.no_grad():
         for q in bank.parameters():
@@ -63,7 +63,7 @@ def test_the_lp_sweep_reaches_a_converged_logistic_regression():
                                   .decision_function(((vz - mu) / sd).numpy()) for k in range(y.shape[1])], 1),
                         vy.numpy()) for c in (0.01, 0.1, 1.0))
     kind = HeadKind("lp")
-    r = sweep(kind, (z, None, y), (vz, None, vy), bank_stats(kind, z, None), (0.3, 1.0), (1e-4, 1e-3, 1e-2, 1e-1),
+    r = sweep(kind, (z, None, y), (vz, None, vy), bank_stats(z, None), (0.3, 1.0), (1e-4, 1e-3, 1e-2, 1e-1),
               400, 64, progress=False)
     assert r.val_mAP >= probe - 1.0, (r.val_mAP, probe)
     assert r.val_mAP == pytest.approx(mean_ap(r.scores, vy.numpy()), abs=1e-6)  # the kept scores are the best head's
@@ -75,7 +75,7 @@ def test_the_residual_rm_does_not_fall_below_lp_where_the_tap_adds_signal():
     maps = {}
     for kind in (HeadKind("lp"), HeadKind("rm", 1, "residual")):
         q, vq = (None, None) if kind.method == "lp" else (p, vp)
-        maps[kind.method] = sweep(kind, (z, q, y), (vz, vq, vy), bank_stats(kind, z, q), (0.3, 1.0), (1e-3, 1e-2),
+        maps[kind.method] = sweep(kind, (z, q, y), (vz, vq, vy), bank_stats(z, q), (0.3, 1.0), (1e-3, 1e-2),
                                   300, 64, progress=False).val_mAP
     assert maps["rm"] >= maps["lp"] - 1.0, maps
 
@@ -83,11 +83,11 @@ def test_the_residual_rm_does_not_fall_below_lp_where_the_tap_adds_signal():
 def test_a_diverging_learning_rate_stops_its_heads_and_the_others_go_on():
     (z, p, y), (vz, vp, vy) = features(120, 5), features(80, 6)
     kind = HeadKind("lp")
-    r = sweep(kind, (z, None, y), (vz, None, vy), bank_stats(kind, z, None), (0.5, 3e38), (0.0,), 60, 32,
+    r = sweep(kind, (z, None, y), (vz, None, vy), bank_stats(z, None), (0.5, 3e38), (0.0,), 60, 32,
               progress=False)
     assert [g["diverged"] for g in r.grid] == [False, True] and r.lr == 0.5 and np.isfinite(r.scores).all()
     with pytest.raises(LayoverError, match="every head"):
-        sweep(kind, (z, None, y), (vz, None, vy), bank_stats(kind, z, None), (3e38,), (0.0,), 60, 32, progress=False)
+        sweep(kind, (z, None, y), (vz, None, vy), bank_stats(z, None), (3e38,), (0.0,), 60, 32, progress=False)
 
 
 def test_the_schedule_scales_with_the_data_set():

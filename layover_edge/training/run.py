@@ -80,7 +80,7 @@ def sweep_run(cfg: ModelConfig, tcfg: TrainConfig, train, val, out: Path, progre
     p, z, y = train.tensors(tap)
     vp, vz, vy = val.tensors(tap)
     kind = HeadKind(cfg.method, tap, cfg.mix if cfg.method == "rm" else None)
-    r = sweep(kind, (z, p, y), (vz, vp, vy), bank_stats(kind, z, p), tcfg.sweep_lrs, tcfg.sweep_weight_decays,
+    r = sweep(kind, (z, p, y), (vz, vp, vy), bank_stats(z, p), tcfg.sweep_lrs, tcfg.sweep_weight_decays,
               sweep_steps(tcfg, len(z)), tcfg.batch_size, tcfg.seed, progress)
     model = build_model(cfg)
     model.head.load_state_dict(r.head.state_dict())

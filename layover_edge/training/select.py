@@ -113,7 +113,7 @@ def sweep_all(base: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, train, val
         if kind.tap not in features:  # one read of each tap's features for every head kind of that tap
             features = {kind.tap: (train.tensors(kind.tap), val.tensors(kind.tap))}
         (p, z, y), (vp, vz, vy) = features[kind.tap]
-        r = sweep(kind, (z, p, y), (vz, vp, vy), bank_stats(kind, z, p), tcfg.sweep_lrs, tcfg.sweep_weight_decays,
+        r = sweep(kind, (z, p, y), (vz, vp, vy), bank_stats(z, p), tcfg.sweep_lrs, tcfg.sweep_weight_decays,
                   sweep_steps(tcfg, len(z)), tcfg.batch_size, tcfg.seed, progress=False)
         cfg = kind_config(base, kind)
         model = build_model(cfg)
