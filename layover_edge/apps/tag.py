@@ -20,7 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from layover_edge.core.config import Preprocess
+from layover_edge.core import checks
+from layover_edge.core.config import MAX_BATCH, Preprocess
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 from layover_edge.core.tables import format_table
@@ -101,10 +102,10 @@ class Tagger:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.topk < 0:
-            raise LayoverError("--topk must be 0 (all above threshold) or positive")
-        if self.batch_size < 1:
-            raise LayoverError("--batch-size must be at least 1")
+        if self.threshold is not None:
+            checks.probability(self.threshold, "threshold")
+        checks.nonnegative_int(self.topk, "topk (0: every tag above its threshold)")
+        checks.integer(self.batch_size, "batch size", 1, MAX_BATCH)
         info = self.backend.info
         self.thresholds = info.threshold_array(self.threshold)
         self.preprocess = Preprocessor(info.preprocess)
@@ -138,18 +139,26 @@ class Tagger:
         self.summary.sources += 1
         size = 1 if source.live else self.batch_size
         rate = 0.0
+        declared, read = source.total, 0
         try:
-            with tqdm(total=source.total, desc=source.uri[-40:], unit="frame", disable=not self.progress,
+            with tqdm(total=declared, desc=source.uri[-40:], unit="frame", disable=not self.progress,
                       dynamic_ncols=True) as bar:
                 for chunk in chunks(source.frames(), size):
                     t0 = time.perf_counter()
                     self.tag_batch(chunk, source, rate)
                     dt = time.perf_counter() - t0
                     rate = len(chunk) / dt if not rate else 0.9 * rate + 0.1 * len(chunk) / dt  # smoothed, drawn on video
+                    read += len(chunk)
                     bar.update(len(chunk))  # the bar's own rate is the live frames/s
                     bar.set_postfix_str(f"{self.summary.tags} tags", refresh=False)
         finally:
             source.close()
+        if isinstance(source, Capture) and not source.live:  # a video file: did it end where its header says?
+            if read == 0:
+                self.skip(source.uri, 0, "no frame could be decoded (an empty or damaged video)")
+            elif declared and read < declared:
+                self.skip(source.uri, read, f"the video ends after {read} of the {declared} frames its header "
+                                            f"declares (truncated or damaged); the {read} read were tagged")
 
     def tag_batch(self, chunk: list[Frame], source: Source, rate: float) -> None:
         for f in chunk:

@@ -13,7 +13,6 @@ import os
 import sys
 
 from layover_edge.core.errors import (
-    EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     LayoverError,
@@ -41,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a full disk behind stdout fails here, inside the handlers below
         return code
-    except LayoverError as e:
-        return _fail(args.verb, str(e), EXIT_BAD_INPUT)
+    except LayoverError as e:  # exit 2, or 3 for a path that does not exist (errors.NotFound)
+        return _fail(args.verb, str(e), e.exit_code)
     except BrokenPipeError:  # `layover-edge tag ... | head`: the reader left; say so once, quietly exit
         _drop_stdout()
         return _fail(args.verb, "broken pipe: the program reading the output closed it", EXIT_BROKEN_PIPE)

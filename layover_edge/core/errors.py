@@ -16,6 +16,14 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 class LayoverError(Exception):
     """A user-facing problem: bad input, a mismatched file, an unknown name."""
 
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotFound(LayoverError):
+    """A file or folder the user named does not exist: exit 3, the operating system's "no such file"."""
+
+    exit_code = EXIT_OS_ERROR
+
 
 def os_error_text(e: OSError) -> str:
     """One line for an OSError: what the system said and the path it said it about."""
