@@ -25,16 +25,19 @@ def test_params_json_matches_table_1(capsys):
     assert params["lp"]["trainable"] == 6144 * 80 + 80
 
 
-@pytest.mark.parametrize("args,message", [
-    (["params", "--backbone", "no_such_net"], "unknown backbone"),
-    (["params", "--backbone", "test_convnext", "--tap", "7"], "out of range"),
-    (["eval", "/nonexistent/ckpt"], "not a layover-edge checkpoint"),
+@pytest.mark.parametrize("args,message,exit_code", [
+    (["params", "--backbone", "no_such_net"], "unknown backbone", 2),
+    (["params", "--backbone", "resnet5"], "did you mean resnet50", 2),
+    (["params", "--backbone", "test_convnext", "--tap", "7"], "out of range", 2),
+    (["eval", "{tmp}"], "not a layover-edge checkpoint", 2),
+    # a path that does not exist is the README's exit 3, "not found"
+    (["eval", "/nonexistent/ckpt"], "checkpoint not found: /nonexistent/ckpt", 3),
     (["train", "--backbone", "test_convnext", "--weights", "/nonexistent.safetensors", "--out", "{tmp}/r",
-      "--train-size", "8", "--val-size", "8"], "weights file not found"),
+      "--train-size", "8", "--val-size", "8"], "weights file not found", 3),
 ])
-def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
+def test_bad_input_gives_one_line_and_its_exit_code(args, message, exit_code, tmp_path, capsys):
     code, out, err = run([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
-    assert code == 2
+    assert code == exit_code
     lines = [line for line in err.strip().splitlines() if "error:" in line]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
 

@@ -239,12 +239,15 @@ def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str
     return summary | {"backend": backend.metadata()}
 
 
-def summary_text(summary: dict, labels: list[str]) -> str:
+def summary_text(summary: dict, labels: list[str], table: bool = True) -> str:
+    """The summary line, then (with ``table``) the tags per label and the unreadable inputs."""
     head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
             f"({summary['frames_per_second']:.1f} frames/s; inference {summary['inference_seconds']:.1f} s), "
             f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
             + (f", mean α {summary['alpha_mean']:.2f}" if summary.get("alpha_mean") is not None else "")
             + (", interrupted" if summary["interrupted"] else ""))
-    table = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
+    if not table:
+        return head
+    counts = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
     bad = "".join(f"\n- {u['source']}: {u['reason']}" for u in summary["unreadable"])
-    return f"{head}\n\n{table}" + (f"\n\nUnreadable:{bad}" if bad else "")
+    return f"{head}\n\n{counts}" + (f"\n\nUnreadable:{bad}" if bad else "")

@@ -84,7 +84,8 @@ def add_tag_parser(sub) -> None:
     g.add_argument("--codec", choices=("h264", "h265"), default="h264", help="RTSP stream codec (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON instead of a table "
                    "(on stderr when the JSON lines go to stdout)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, and the summary is its one line (no per-label table)")
     p.set_defaults(func=cmd_tag)
 
 
@@ -96,7 +97,8 @@ def cmd_tag(args) -> int:
     summary = {"model": args.model} | tag(
         backend, args.sources, args.jsonl, args.save, args.threshold, args.topk, args.batch_size,
         CaptureOptions(args.width, args.height, args.framerate, args.flip, args.codec), not args.quiet)
-    text = json.dumps(json_safe(summary), indent=2) if args.json else summary_text(summary, backend.info.labels)
+    text = json.dumps(json_safe(summary), indent=2) if args.json else \
+        summary_text(summary, backend.info.labels, table=not args.quiet)
     print(text, file=sys.stderr if args.jsonl == "-" else sys.stdout)  # stdout stays pure JSON lines
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
