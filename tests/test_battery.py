@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from faults import fill
+from faults import fill, png16
 
 from layover_edge.core.errors import (
     EXIT_BAD_INPUT,
@@ -594,20 +594,6 @@ def lying_precision(tmp: Path, a: Assets) -> Outcome:
     onnx.save(proto, str(tmp / "model.int8.onnx"))
     return cli("parity", a.ckpt, "--against", tmp / "model.int8.onnx", "--data", "synthetic:val", "--size", "16",
                "--quiet")
-
-
-def png16(rgb: np.ndarray, path: Path) -> None:
-    """A 16-bit PNG (greyscale for (H, W), RGB for (H, W, 3)) of uint16 values, written byte by byte."""
-    import struct
-    import zlib
-    h, w = rgb.shape[:2]
-    raw = b"".join(b"\0" + rgb[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    color = 2 if rgb.ndim == 3 else 0
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def grey16(tmp: Path, a: Assets) -> Outcome:
