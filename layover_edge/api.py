@@ -14,6 +14,7 @@ Keyword options go to the library's config classes by name (``ModelConfig``, ``T
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -129,6 +130,7 @@ class Model:
     def tag(self, sources: list[str], jsonl: str | Path = "-", **options) -> dict:
         """What ``layover-edge tag SOURCES --model PATH`` does: files, folders, videos, cameras."""
         from layover_edge.apps.tag import tag
+        _split_options(options, "tag", set(inspect.signature(tag).parameters) - {"backend", "sources", "jsonl"})
         return tag(self.backend, sources, jsonl, **options)
 
     def _checkpoint(self, what: str) -> Path:
@@ -226,8 +228,6 @@ def export(checkpoint: str | Path, out: str | Path, data_root: str | None = None
 def parity(reference: str | Path, candidate: str | Path, data: str, **options) -> dict:
     """Tensor- and task-level parity of ``candidate`` against ``reference`` on ``data``
     (``NAME:SPLIT``); ``result["passed"]`` says whether every gate held."""
-    import inspect
-
     from layover_edge.apps.parity import Gates, run_parity
     takes = set(inspect.signature(run_parity).parameters) - {"reference", "candidate", "data", "gate_overrides"}
     _split_options(options, "parity", takes | _names(Gates))

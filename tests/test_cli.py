@@ -1,6 +1,7 @@
 """The CLI as a user meets it: tables, --json, one-line errors with exit code 2, no tracebacks."""
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,22 @@ def test_every_option_has_help():
         for action in sub._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def test_demo_prints_one_bar_one_line_per_head_and_where_it_wrote(tmp_path, capfd):
+    """Issue 19: the demo printed a bar per epoch and split of every head (about 1,450), named no
+    head and never said where its files went."""
+    code = main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"])
+    out, err = capfd.readouterr()
+    assert code == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    lines = [line.split("\r")[-1] for line in err.splitlines()]
+    for head in ["LP", *saved["taps"], "FT"]:
+        assert sum(line.startswith(f"{head}: mAP ") for line in lines) == 1, (head, err[-3000:])
+    bars = {re.split(r":\s+\d+%\|", part)[0].split(" ")[0] for part in re.split(r"[\r\n]", err) if "%|" in part}
+    assert bars == {"pre-train", "test_convnext"}, bars  # the pre-training's bar and the heads' one bar
+    assert out.rstrip().splitlines()[-1].startswith(f"wrote {tmp_path}: ")
+    assert "results.json" in out.splitlines()[-1] and "report.md" in out.splitlines()[-1]
 
 
 def test_demo_writes_results_report_and_plot(tmp_path):
