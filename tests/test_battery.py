@@ -738,7 +738,7 @@ CASES = [
     Case("eval --device cuda:3 (no such device)", EXIT_BAD_INPUT, "cuda:3", lambda t, a: cli("eval", a.ckpt, *DATA, "--device", "cuda:3", "--quiet")),
     Case("train --lr 1e38 (diverges)", EXIT_BAD_INPUT, "epoch 1/2", lambda t, a: cli("train", *RUN, "--epochs", "2", "--lr", "1e38", "--cache", a.cache, "--out", t / "r")),
     # hostile and corrupt files
-    Case("features --weights missing.pt", EXIT_BAD_INPUT, "missing.pt", argv("features", *MODEL[:2], "--weights", "{tmp}/missing.pt", "--image-size", "32", *DATA, "--cache", "{tmp}/c", "--quiet")),
+    Case("features --weights missing.pt", EXIT_OS_ERROR, "weights file not found", argv("features", *MODEL[:2], "--weights", "{tmp}/missing.pt", "--image-size", "32", *DATA, "--cache", "{tmp}/c", "--quiet")),
     Case("features --weights: malicious pickle", EXIT_BAD_INPUT, "weights.pt", weights_exploit),
     Case("folder CSV in latin-1", EXIT_BAD_INPUT, "train.csv:2", folder_latin1),
     Case("VOC ImageSets in latin-1", EXIT_BAD_INPUT, "aeroplane_trainval.txt:1", voc_latin1),
