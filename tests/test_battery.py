@@ -804,7 +804,8 @@ CASES = [
     # issue 19: a new user's traps
     Case("features --data-root without --data", EXIT_BAD_INPUT, "holds with --data (data= in the Python API): folder",
          lambda t, a: cli("features", *MODEL, *DATA, "--data-root", photo_folder(t, a), "--cache", t / "c", "--quiet")),
-    Case("tag a missing image", EXIT_OS_ERROR, "no such file or folder", argv("tag", "{tmp}/nope.jpg", "--model", "m.onnx", "--quiet")),
+    Case("tag a missing image", EXIT_OS_ERROR, "nope.jpg: no such file or folder",
+         lambda t, a: cli("tag", t / "nope.jpg", "--model", a.onnx, "--quiet")),
     Case("tag --model missing.onnx", EXIT_OS_ERROR, "ONNX file not found",
          lambda t, a: cli("tag", a.images, "--model", t / "missing.onnx", "--quiet")),
     Case("eval a missing checkpoint", EXIT_OS_ERROR, "checkpoint not found", argv("eval", "{tmp}/nope", *DATA, "--quiet")),
