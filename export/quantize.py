@@ -82,9 +82,11 @@ class _NotModelOpt(logging.Filter):
 class _CalibrationProgress(io.TextIOBase):
     """What ModelOpt and ONNX Runtime print while calibrating, as a person wants to read it: their
     per-batch lines ("Collecting tensor data and making histogram ...", each with a progress bar of
-    its own: one pair per calibration image) become one bar; every other line passes to ``out``."""
+    its own: one pair per calibration image) become one bar, its fixed report of histogram sizes is
+    dropped; every other line (a warning, an error) passes to ``out``."""
 
-    NOISE = re.compile(r"Collecting tensor data|^\s*\d+%\||^\s*$")
+    NOISE = re.compile(r"Collecting tensor data|^\s*\d+%\||^\s*$|^Finding optimal threshold|^Number of (tensors|"
+                       r"histogram bins|quantized bins) :")
 
     def __init__(self, out, bar):
         self.out, self.bar, self.pending = out, bar, ""
@@ -116,7 +118,7 @@ def _modelopt_output(quiet: bool, batches: int | None = None):
     from tqdm.auto import tqdm
     own, notice, once = logging.getLogger("modelopt.onnx"), _DropNoGpuNotice(), _NotModelOpt()
     handlers = [] if quiet else logging.getLogger().handlers[:]
-    bar = tqdm(total=batches, desc="INT8 calibration", unit="batch", disable=quiet, file=sys.stderr, leave=False)
+    bar = tqdm(total=batches, desc="INT8 calibration", unit="batch", disable=quiet, file=sys.stderr)
     sink = open(os.devnull, "w") if quiet else _CalibrationProgress(sys.stderr, bar)
     own.addFilter(notice)
     for h in handlers:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import layover_edge as le
+import layover_edge.api as api
 from layover_edge.core.config import ModelConfig
 from layover_edge.models import build_model, save_checkpoint
 
@@ -77,7 +78,8 @@ def test_one_bad_path_keeps_a_way_to_the_good_results(model, photos):
     (lambda c: le.evaluate(c, nonsense=1), "evaluate: unknown keyword 'nonsense'"),
     (lambda c: le.evaluate(c, val_sise=8), "'val_sise' (did you mean val_size?)"),
     (lambda c: le.tune_thresholds(c, objectiv="f1"), "tune_thresholds: unknown keyword"),
-    (lambda c: le.export(c, "out", in8=True), "'in8' (did you mean int8?)"),
+    # api.export: once the layover_edge.export package is imported, the name le.export is that package
+    (lambda c: api.export(c, "out", in8=True), "'in8' (did you mean int8?)"),
     (lambda c: le.parity(c, "m.onnx", "synthetic:val", max_map_dorp=1), "did you mean max_map_drop"),
     (lambda c: le.train("test_convnext", "run", epoch=3), "'epoch' (did you mean epochs?)"),
     (lambda c: le.start_server(c, http_prot=0), "did you mean http_port"),

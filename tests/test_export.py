@@ -150,7 +150,7 @@ def test_int8_calibration_is_one_bar_not_a_line_per_image(exported, tmp_path, ca
     out, err = capfd.readouterr()
     assert out == "" and "Collecting tensor data" not in err
     assert "INT8 calibration: 100%" in err and f"{CALIB}/{CALIB}" in err
-    assert len(err.splitlines()) < 10, err
+    assert err.count("\n") <= 2, err  # the bar ends in place (\r); a warning would be a line of its own
 
 
 def test_int8_without_calibration_data_is_refused(demo, tmp_path, capsys):

@@ -176,7 +176,8 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
     # One bar over every epoch of every head (and FT's, once planned), one line per finished head: the
     # heads' own per-epoch bars would be over a thousand.
     progress = progress and distributed.is_main()
-    bar = tqdm(total=heads * pc.epochs, unit="epoch", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=heads * pc.epochs, desc=backbone, unit="epoch", disable=not progress, dynamic_ncols=True,
+               file=sys.stderr)
 
     def stage(name: str, cfg: ModelConfig, stage_tcfg: TrainConfig, run: Path, guard=None) -> tuple[dict, dict]:
         bar.set_description_str(f"{backbone} {name}" + (" (extracting features first)" if not cache.exists() else ""))
