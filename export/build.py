@@ -16,7 +16,7 @@ from pathlib import Path
 
 from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata
 from layover_edge.artifacts.sidecar import FORMAT, sidecar_path
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 from layover_edge.core.io import atomic_path, sha256, write_json
 from layover_edge.core.tensorrt import library_identity, load_plugins
 
@@ -117,7 +117,7 @@ def prepare_build(onnx_path: str | Path, engine: str | Path, precision: str, tar
     libs = [Path(p) for p in plugins]
     for lib in libs:
         if not lib.is_file():
-            raise LayoverError(f"plugin library not found: {lib} (build it: cmake -S . -B build "
+            raise NotFound(f"plugin library not found: {lib} (build it: cmake -S . -B build "
                                f"-DTENSORRT_ROOT=... && cmake --build build)")
     nodes = plugin_nodes(onnx_path)
     if nodes and not libs:

@@ -19,14 +19,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from layover_edge.artifacts.model_info import ModelInfo
-from layover_edge.core.config import Preprocess
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.config import MIN_CALIB, RECOMMENDED_CALIB, Preprocess
+from layover_edge.core.errors import LayoverError, NotFound
 from layover_edge.data import build_dataset
 from layover_edge.data.pixels import to_batch
 
 log = logging.getLogger(__name__)
-MIN_CALIB = 32        # fewer images cannot give stable activation ranges
-RECOMMENDED_CALIB = 300  # below this, warn (TensorRT recommends ~500 for CNNs and ViTs)
 
 
 def _value(text: str):
@@ -98,7 +96,7 @@ def calibration_images(spec: str, info: ModelInfo, size: int, root: str | None =
     if spec.endswith(".npy"):
         path = Path(spec)
         if not path.is_file():
-            raise LayoverError(f"calibration file not found: {path}")
+            raise NotFound(f"calibration file not found: {path}")
         try:
             images = np.load(path, allow_pickle=False)[:size]
         except (ValueError, OSError, EOFError) as e:  # truncated, pickled objects, not a .npy at all
@@ -115,8 +113,8 @@ def calibration_images(spec: str, info: ModelInfo, size: int, root: str | None =
         raise LayoverError(f"calibration data {spec} holds NaN or infinite values")
     if len(images) < MIN_CALIB:
         raise LayoverError(f"only {len(images)} calibration images; INT8 needs at least {MIN_CALIB} "
-                           f"(≥ 500 recommended)")
+                           f"(≥ {RECOMMENDED_CALIB} recommended)")
     if len(images) < RECOMMENDED_CALIB:
-        log.warning("calibrating INT8 on only %d images: activation ranges may be unstable (use ≥ 500)",
-                    len(images))
+        log.warning("calibrating INT8 on only %d images: activation ranges may be unstable (use ≥ %d; TensorRT "
+                    "recommends about 500)", len(images), RECOMMENDED_CALIB)
     return np.ascontiguousarray(images, np.float32)

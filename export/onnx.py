@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from layover_edge.artifacts.checkpoint import checkpoint_id
 from layover_edge.artifacts.onnx_metadata import INPUT, OUTPUTS, check_onnx, checkpoint_metadata, set_metadata
 from layover_edge.core.config import ExportConfig
 from layover_edge.core.errors import LayoverError
@@ -113,7 +114,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, form: str = "porta
     keep_high = split_biased_gemms(proto, keep_high)
     for node in proto.graph.node:  # stack traces and module paths: local file paths, a third of the file
         del node.metadata_props[:]
-    set_metadata(proto, checkpoint_metadata(cfg, form, opset, keep_high))
+    set_metadata(proto, checkpoint_metadata(cfg, form, opset, keep_high, checkpoint_id(checkpoint)))
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         onnx.save(proto, str(tmp))

@@ -3,12 +3,14 @@ Python API run. ``export_all`` writes every ONNX form a checkpoint allows plus t
 graphs; ``build`` turns one ONNX file into an engine (or, without TensorRT, its trtexec command)."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-from layover_edge.artifacts.checkpoint import read_config
+from layover_edge.artifacts.checkpoint import checkpoint_id, read_config
 from layover_edge.artifacts.model_info import ModelInfo
 from layover_edge.artifacts.onnx_metadata import get_metadata
+from layover_edge.artifacts.sidecar import read_sidecar, sidecar_path
 from layover_edge.core.config import ExportConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import sha256
@@ -53,6 +55,7 @@ def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None 
     if ec.int8 and not ec.calib_data:
         raise LayoverError("--int8 needs --calib-data (a data set split such as synthetic:train, or a .npy "
                            "of preprocessed images): INT8 is never calibrated on random data")
+    _replace_other_export(checkpoint, out, ec)
     rows: dict[str, dict] = {}
     for form in forms:
         t = time.perf_counter()
@@ -83,6 +86,49 @@ def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None 
         from .triton_repo import write_repository
         rows |= write_repository(out / FILES["portable"], ec.triton_repo, ec.triton_engine, ec.triton_max_batch)
     return rows
+
+
+def _exported_from(path: Path) -> str | None:
+    """The checkpoint_id an ONNX file of an earlier export records (None: unreadable, or no record)."""
+    import onnx
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return json.loads(props.get("checkpoint", "null"))
+    except Exception:  # a damaged or foreign file is not this checkpoint's either
+        return None
+
+
+def _replace_other_export(checkpoint: str | Path, out: Path, ec: ExportConfig) -> None:
+    """Refuse a folder holding another checkpoint's export (a model.onnx of one checkpoint beside a
+    model.int8.onnx of another is a trap ready to copy to a device), unless ``ec.overwrite``: then
+    that set is removed first, with the engines built from its files and its parity reports."""
+    old = [out / name for name in FILES.values() if (out / name).is_file()]
+    if not old:
+        return
+    ours = checkpoint_id(checkpoint)
+    if all(_exported_from(f) == ours for f in old):
+        return  # the same model: its files are rewritten in place
+    names = ", ".join(f.name for f in old)
+    if not ec.overwrite:
+        raise LayoverError(f"{out} already holds an export of another checkpoint ({names}): give --overwrite "
+                           f"(overwrite=True in the Python API) to replace that set, or another --out")
+    digests = {sha256(f) for f in old}
+    keep = Path(ec.triton_engine).resolve() if ec.triton_engine else None
+    for engine in sorted(out.glob("*.engine")) + sorted(out.glob("*.plan")):
+        try:
+            built_from = read_sidecar(engine).get("onnx_sha256")
+        except LayoverError:
+            continue  # not an engine of ours: left alone
+        if built_from in digests and engine.resolve() != keep:
+            sidecar_path(engine).unlink(missing_ok=True)
+            engine.unlink()
+    for f in old:
+        report = out / f"parity-{f.stem}"
+        for name in ("parity.json", "parity.md"):
+            (report / name).unlink(missing_ok=True)
+        if report.is_dir() and not any(report.iterdir()):
+            report.rmdir()
+        f.unlink()
 
 
 def export_text(checkpoint: str | Path, rows: dict[str, dict]) -> str:

@@ -30,6 +30,7 @@ run the plugin node.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -90,15 +91,47 @@ class _NotModelOpt(logging.Filter):
         return not record.name.startswith("modelopt")
 
 
+class _CalibrationProgress(io.TextIOBase):
+    """What ModelOpt and ONNX Runtime print while calibrating, as a person wants to read it: their
+    per-batch lines ("Collecting tensor data and making histogram ...", each with a progress bar of
+    its own: one pair per calibration image) become one bar, its fixed report of histogram sizes is
+    dropped; every other line (a warning, an error) passes to ``out``."""
+
+    NOISE = re.compile(r"Collecting tensor data|^\s*\d+%\||^\s*$|^Finding optimal threshold|^Number of (tensors|"
+                       r"histogram bins|quantized bins) :")
+
+    def __init__(self, out, bar):
+        self.out, self.bar, self.pending = out, bar, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = re.split(r"[\r\n]", self.pending)
+        for line in lines:
+            if "Collecting tensor data" in line:
+                self.bar.update(1)
+            elif not self.NOISE.search(line):
+                self.bar.write(line, file=self.out)
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 @contextlib.contextmanager
-def _modelopt_output(quiet: bool):
+def _modelopt_output(quiet: bool, batches: int | None = None):
     """While ModelOpt runs: its prints, ONNX Runtime's calibration progress and the log handler it
     installs on what is then ``sys.stdout`` go to stderr (nowhere with ``quiet``), never into stdout
-    (--json); its records are not repeated by the root logger it also propagates to (under ``quiet``
-    the root logger is the one that shows its errors); the no-GPU notice is dropped."""
+    (--json), the per-batch calibration lines as one bar over ``batches``; its records are not
+    repeated by the root logger it also propagates to (under ``quiet`` the root logger is the one
+    that shows its errors); the no-GPU notice is dropped."""
+    from tqdm.auto import tqdm
     own, notice, once = logging.getLogger("modelopt.onnx"), _DropNoGpuNotice(), _NotModelOpt()
     handlers = [] if quiet else logging.getLogger().handlers[:]
-    sink = open(os.devnull, "w") if quiet else sys.stderr
+    bar = tqdm(total=batches, desc="INT8 calibration", unit="batch", disable=quiet, file=sys.stderr)
+    sink = open(os.devnull, "w") if quiet else _CalibrationProgress(sys.stderr, bar)
     own.addFilter(notice)
     for h in handlers:
         h.addFilter(once)
@@ -109,8 +142,15 @@ def _modelopt_output(quiet: bool):
         own.removeFilter(notice)
         for h in handlers:
             h.removeFilter(once)
+        bar.close()
         if quiet:
             sink.close()
+
+
+def _static_batch(onnx_path: Path) -> int:
+    """The graph's fixed batch size; 0 for a dynamic batch axis."""
+    import onnx
+    return onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0].dim_value
 
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max",
@@ -131,7 +171,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarra
         shutil.copyfile(onnx_path, src)  # ModelOpt writes intermediate files beside its input
         head = _exact(meta["high_precision_nodes"])
         try:
-            with _modelopt_output(quiet):
+            batch = _static_batch(src) or 1  # ModelOpt feeds the graph's batch, one image on a dynamic axis
+            with _modelopt_output(quiet, -(-len(images) // batch)):
                 quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
                          calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
                          nodes_to_exclude=head, op_types_to_exclude=["Sigmoid"],

@@ -21,7 +21,7 @@ from layover_edge.artifacts.onnx_metadata import get_metadata
 from layover_edge.artifacts.sidecar import read_sidecar
 from layover_edge.core.config import ServeConfig
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import atomic_dir, sha256
+from layover_edge.core.io import atomic_path, sha256, write_text
 from layover_edge.kernels.identity import PLUGIN_LIBRARY, PLUGIN_LIBRARY_SELF_REGISTERING
 
 ONNX_MODEL, TRT_MODEL = "tagger_onnx", "tagger_trt"
@@ -75,17 +75,19 @@ def config_text(name: str, platform: str, max_batch: int, inputs, outputs, delay
 
 
 def _write_model(out: Path, name: str, model_file: Path, filename: str, config: str, labels: list[str]) -> None:
-    with atomic_dir(out / name) as tmp:
-        (tmp / "1").mkdir()
-        shutil.copyfile(model_file, tmp / "1" / filename)
-        (tmp / LABELS_FILE).write_text("\n".join(labels) + "\n")
-        (tmp / "config.pbtxt").write_text(config)
+    """Our three files, each replaced atomically; anything else a user keeps in the model folder stays."""
+    folder = out / name
+    with atomic_path(folder / "1" / filename) as tmp:
+        shutil.copyfile(model_file, tmp)
+    write_text(folder / LABELS_FILE, "\n".join(labels) + "\n")
+    write_text(folder / "config.pbtxt", config)
 
 
 def write_repository(onnx_path: str | Path, out: str | Path, engine: str | Path | None = None,
                      max_batch: int | None = None, delay_us: int = ServeConfig.max_queue_delay_us) -> dict[str, dict]:
     """Write ``tagger_onnx`` (and, with ``engine``, ``tagger_trt``) into the repository ``out``,
-    each model folder replaced whole. Returns one row per model, as the export table shows them."""
+    each model's files replaced (other files in its folder are left alone). Returns one row per
+    model, as the export table shows them."""
     import onnx
     onnx_path, out = Path(onnx_path), Path(out)
     t0 = time.perf_counter()

@@ -15,44 +15,67 @@ Keyword options go to the library's config classes by name (``ModelConfig``, ``T
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from layover_edge.core.config import ExportConfig, ModelConfig, ServeConfig, TrainConfig
+from layover_edge.core.config import MAX_BATCH, ExportConfig, ModelConfig, ServeConfig, TrainConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.data.spec import DataSpec
 
 Image = Any  # a path, a PIL image or an RGB uint8 (H, W, 3) array
+ERRORS = ("raise", "skip")  # predict's choices for an unreadable image
 
 
 @dataclass
 class Prediction:
-    """One image's result: the tags above their thresholds (highest first) and every probability."""
+    """One image's result: the tags above their thresholds (highest first) and every probability;
+    for an unreadable image (``predict(..., errors="skip")``) ``error`` says why, with no tags and
+    no probabilities."""
 
     source: str
     tags: list[tuple[str, float]]
     probabilities: np.ndarray
+    error: str | None = None
 
 
 def _names(cls) -> set[str]:
     return {f.name for f in fields(cls)}
 
 
-def _split_options(options: dict, *groups: set[str]) -> list[dict]:
+def _unknown(left: Iterable[str], known: Iterable[str], where: str) -> LayoverError:
+    """The error for keywords no config takes, each with the closest known names."""
+    import difflib
+    known = sorted(known)
+    parts = []
+    for name in sorted(left):
+        close = difflib.get_close_matches(name, known, n=3)
+        parts.append(repr(name) + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return LayoverError(f"{where}: unknown keyword {', '.join(parts)}; it takes {', '.join(known)}")
+
+
+def _split_options(options: dict, where: str, *groups: set[str]) -> list[dict]:
     """``options`` divided among groups of field names, in order; a name no group takes is an error."""
     parts, left = [], dict(options)
     for names in groups:
         parts.append({k: left.pop(k) for k in list(left) if k in names})
     if left:
-        raise TypeError(f"unknown options {sorted(left)}")
+        raise _unknown(left, set().union(*groups), where)
     return parts
 
 
-def _data(data: str | DataSpec, options: dict) -> DataSpec:
+def _config(cls, options: dict, where: str):
+    """``cls(**options)``, an unknown keyword named with its close matches."""
+    _split_options(options, where, _names(cls))
+    return cls(**options)
+
+
+def _data(data: str | DataSpec, options: dict, where: str) -> DataSpec:
     spec = data if isinstance(data, DataSpec) else DataSpec(name=data)
+    _split_options(options, where, _names(DataSpec))
     return replace(spec, **options)
 
 
@@ -75,23 +98,40 @@ class Model:
         return self.backend.info.threshold_array()
 
     def predict(self, images: Image | Iterable[Image], threshold: float | None = None, topk: int = 0,
-                batch_size: int = 8) -> list[Prediction]:
+                batch_size: int = 8, errors: str = "raise") -> list[Prediction]:
         """Tags for each image, in order. ``threshold`` overrides the per-class thresholds; ``topk``
-        keeps at most that many tags per image (0: all). An unreadable path is a LayoverError."""
+        keeps at most that many tags per image (0: all). Every image is read before any is run: an
+        unreadable one is a LayoverError naming each (``errors="raise"``), or with ``errors="skip"``
+        a Prediction whose ``error`` says why, the others answered as usual."""
         from layover_edge.apps.tag import Preprocessor, chunks, select_tags
+        from layover_edge.core import checks
+        if threshold is not None:
+            checks.probability(threshold, "predict: threshold")
+        checks.nonnegative_int(topk, "predict: topk")
+        checks.integer(batch_size, "predict: batch_size", 1, MAX_BATCH)
+        if errors not in ERRORS:
+            raise LayoverError(f"predict: errors must be one of {ERRORS}, got {errors!r}")
         frames = list(_frames(images))
+        bad = [(source, rgb) for source, rgb in frames if isinstance(rgb, str)]
+        if bad and errors == "raise":
+            listed = "; ".join(f"{source}: {why}" for source, why in bad[:3]) + (" ..." if len(bad) > 3 else "")
+            raise LayoverError(f"predict: {len(bad)} of {len(frames)} images cannot be read ({listed}); "
+                               f"errors=\"skip\" returns the others' predictions with these marked")
         preprocess = Preprocessor(self.backend.info.preprocess)
         thresholds = self.backend.info.threshold_array(threshold)
-        out = []
-        for chunk in chunks(iter(frames), batch_size):
-            probs = self.backend.predict(preprocess([rgb for _, rgb in chunk]))
+        done: dict[int, Prediction] = {}
+        good = [(i, source, rgb) for i, (source, rgb) in enumerate(frames) if not isinstance(rgb, str)]
+        for chunk in chunks(iter(good), batch_size):
+            probs = self.backend.predict(preprocess([rgb for _, _, rgb in chunk]))
             tags = select_tags(probs, self.labels, thresholds, topk)
-            out += [Prediction(source, t, p) for (source, _), t, p in zip(chunk, tags, probs)]
-        return out
+            done |= {i: Prediction(source, t, p) for (i, source, _), t, p in zip(chunk, tags, probs)}
+        return [done.get(i) or Prediction(source, [], np.empty(0, np.float32), rgb)
+                for i, (source, rgb) in enumerate(frames)]
 
     def tag(self, sources: list[str], jsonl: str | Path = "-", **options) -> dict:
         """What ``layover-edge tag SOURCES --model PATH`` does: files, folders, videos, cameras."""
         from layover_edge.apps.tag import tag
+        _split_options(options, "tag", set(inspect.signature(tag).parameters) - {"backend", "sources", "jsonl"})
         return tag(self.backend, sources, jsonl, **options)
 
     def _checkpoint(self, what: str) -> Path:
@@ -107,26 +147,32 @@ class Model:
         return evaluate(self._checkpoint("evaluate"), data, split, **options)
 
 
-def _frames(images: Image | Iterable[Image]) -> Iterable[tuple[str, np.ndarray]]:
-    """(source name, RGB uint8 array) for each image."""
+def _frames(images: Image | Iterable[Image]) -> Iterable[tuple[str, np.ndarray | str]]:
+    """(source name, RGB uint8 array) for each image; (path, why) for a path that cannot be read."""
     from PIL import Image as PILImage
 
     from layover_edge.apps.sources import read_image
+    from layover_edge.core.images import to_rgb, upright
     if isinstance(images, (str, Path, np.ndarray, PILImage.Image)):
         images = [images]
+    elif not isinstance(images, Iterable):
+        raise LayoverError(f"predict: expected an image or a list of images (paths, PIL images, RGB uint8 arrays), "
+                           f"got {type(images).__name__}")
     for i, im in enumerate(images):
         if isinstance(im, (str, Path)):
             frame = read_image(str(im))
-            if frame.error:
-                raise LayoverError(f"{im}: {frame.error}")
-            yield str(im), frame.image
-        elif isinstance(im, PILImage.Image):
-            yield f"image {i}", np.array(im.convert("RGB"))
+            yield str(im), frame.error or frame.image
+            continue
+        if isinstance(im, PILImage.Image):  # decoded as an image file is: upright, 16-bit scaled
+            source, im = f"image {i}", np.array(to_rgb(upright(im)))
         elif isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8:
-            yield f"array {i}", im
+            source = f"array {i}"
         else:
-            raise LayoverError(f"image {i}: expected a path, a PIL image or an RGB uint8 (H, W, 3) array, got "
-                               f"{type(im).__name__}{getattr(im, 'shape', '')}")
+            raise LayoverError(f"predict: image {i}: expected a path, a PIL image or an RGB uint8 (H, W, 3) array, "
+                               f"got {type(im).__name__}{getattr(im, 'shape', '')}")
+        if im.shape[0] == 0 or im.shape[1] == 0:
+            raise LayoverError(f"predict: {source} is empty ({im.shape[1]}x{im.shape[0]} pixels)")
+        yield source, im
 
 
 def load(path: str | Path, device: str = "auto", precision: str = "fp32", mode: str = "eager") -> Model:
@@ -165,8 +211,9 @@ def _run_options(backbone: str, data, options: dict):
     """(ModelConfig, TrainConfig, training split, validation split) from the keyword options."""
     from layover_edge.data.loading import paper_image_size
     model_opts, train_opts, data_opts = _split_options(
-        options, _names(ModelConfig) - {"backbone", "num_classes", "labels"}, _names(TrainConfig), _names(DataSpec))
-    spec = _data(data, data_opts)
+        options, "train", _names(ModelConfig) - {"backbone", "num_classes", "labels"}, _names(TrainConfig),
+        _names(DataSpec))
+    spec = _data(data, data_opts, "train")
     train_ds, val_ds = spec.open(spec.split("train")), spec.open(spec.split("val"))
     model_opts.setdefault("image_size", paper_image_size(backbone))
     cfg = ModelConfig(backbone=backbone, num_classes=len(train_ds.classes), labels=list(train_ds.classes),
@@ -179,7 +226,7 @@ def evaluate(checkpoint: str | Path, data: str | DataSpec = "synthetic", split: 
              device: str = "auto", **data_options) -> dict:
     """mAP, CP, CR, CF1, OP, OR, OF1 of a checkpoint on a split (default: the validation split)."""
     from layover_edge.training.evaluate import evaluate as run
-    spec = _data(data, data_options)
+    spec = _data(data, data_options, "evaluate")
     return run(checkpoint, spec.open(spec.split("val", split)), threshold, batch_size, workers, device)
 
 
@@ -188,7 +235,7 @@ def tune_thresholds(checkpoint: str | Path, data: str | DataSpec = "synthetic", 
                     plot: str | Path | None = None, device: str = "auto", **data_options) -> dict:
     """Per-class tag thresholds tuned on a labelled split; ``write`` stores them in the checkpoint."""
     from layover_edge.training.evaluate import tune
-    spec = _data(data, data_options)
+    spec = _data(data, data_options, "tune_thresholds")
     return tune(checkpoint, spec.open(spec.split("val", split)), objective, min_precision, write, plot,
                 device=device, provenance={"data": spec.name})
 
@@ -198,13 +245,15 @@ def export(checkpoint: str | Path, out: str | Path, data_root: str | None = None
     """model.onnx, model.plugin.onnx and, with ``int8=True`` / ``fp16=True``, the reduced-precision
     graphs (``ExportConfig`` options); returns one row per file."""
     from layover_edge.export.pipeline import export_all
-    return export_all(checkpoint, out, ExportConfig(**options), data_root, progress)
+    return export_all(checkpoint, out, _config(ExportConfig, options, "export"), data_root, progress)
 
 
 def parity(reference: str | Path, candidate: str | Path, data: str, **options) -> dict:
     """Tensor- and task-level parity of ``candidate`` against ``reference`` on ``data``
     (``NAME:SPLIT``); ``result["passed"]`` says whether every gate held."""
-    from layover_edge.apps.parity import run_parity
+    from layover_edge.apps.parity import Gates, run_parity
+    takes = set(inspect.signature(run_parity).parameters) - {"reference", "candidate", "data", "gate_overrides"}
+    _split_options(options, "parity", takes | _names(Gates))
     return run_parity(reference, candidate, data, **options)
 
 
@@ -226,14 +275,14 @@ def serve(model: str | Path, device: str = "auto", precision: str = "fp32", mode
     SIGTERM (``ServeConfig`` options: host, http_port, max_batch, ...); returns its addresses."""
     from layover_edge.apps.serve import serve as run
     from layover_edge.runtime.factory import open_model
-    return run(open_model(model, device, precision, mode), ServeConfig(**options))
+    return run(open_model(model, device, precision, mode), _config(ServeConfig, options, "serve"))
 
 
 def start_server(model: str | Path, device: str = "cpu", env: dict[str, str] | None = None, **options):
     """``layover-edge serve MODEL`` as a child process, ready when this returns; ``.client()`` talks to
     it, ``.stop()`` (or leaving a ``with`` block) shuts it down. Options as ``serve``."""
     from layover_edge.apps.serve_client import ServerProcess
-    server = ServerProcess(model, ServeConfig(**options), device, env=env)
+    server = ServerProcess(model, _config(ServeConfig, options, "start_server"), device, env=env)
     server.start()
     return server
 
@@ -241,7 +290,10 @@ def start_server(model: str | Path, device: str = "cpu", env: dict[str, str] | N
 def connect(url: str | None = None, protocol: str = "grpc"):
     """A client of a running server (``host:port`` of its gRPC or HTTP endpoint; default: the serve
     defaults on this machine): ``tag`` files and folders, ``tag_bytes`` encoded images,
-    ``tag_tensor`` / ``probabilities`` preprocessed batches."""
+    ``tag_tensor`` / ``probabilities`` preprocessed batches. LayoverError when no server is live
+    there (at once for a closed port, after 10 s for one that never answers)."""
     from layover_edge.apps.serve_client import Client
     s = ServeConfig()
-    return Client(url or f"{s.host}:{s.grpc_port if protocol == 'grpc' else s.http_port}", protocol)
+    client = Client(url or f"{s.host}:{s.grpc_port if protocol == 'grpc' else s.http_port}", protocol)
+    client.check_live()
+    return client

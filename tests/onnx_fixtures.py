@@ -16,6 +16,17 @@ def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
              helper.make_node("Add", ["wx", "b"], ["logits"], name="node_linear_0_bias"),
              helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="node_sigmoid")]
     opsets = [helper.make_opsetid("", 18)]
+    extra = []
+    if precision != "fp32":  # the graph is what its metadata says (readers check): Q/DQ, or an FP16 round trip
+        nodes[2].input[0] = "f2"
+        if precision == "int8":
+            nodes[2:2] = [helper.make_node("QuantizeLinear", ["f", "scale", "zero"], ["fq"], name="quant"),
+                          helper.make_node("DequantizeLinear", ["fq", "scale", "zero"], ["f2"], name="dequant")]
+            extra = [numpy_helper.from_array(np.array(0.02, np.float32), "scale"),
+                     numpy_helper.from_array(np.array(0, np.int8), "zero")]
+        else:
+            nodes[2:2] = [helper.make_node("Cast", ["f"], ["fh"], name="to_half", to=TensorProto.FLOAT16),
+                          helper.make_node("Cast", ["fh"], ["f2"], name="to_float", to=TensorProto.FLOAT)]
     if plugin:
         nodes[1] = helper.make_node(PLUGIN_NAME, ["p"], ["f"], name="layover_fused_mix", domain=PLUGIN_DOMAIN,
                                     plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
@@ -23,7 +34,8 @@ def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 8, 8])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, 2]) for n in ("logits", "probabilities")],
-        [numpy_helper.from_array(np.ones((3, 2), np.float32), "w"), numpy_helper.from_array(np.zeros((1, 2), np.float32), "b")])
+        [numpy_helper.from_array(np.ones((3, 2), np.float32), "w"), numpy_helper.from_array(np.zeros((1, 2), np.float32), "b"),
+         *extra])
     model = helper.make_model(graph, opset_imports=opsets)
     set_metadata(model, {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8,
                          "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp",

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from faults import fill
+from faults import fill, png16
 
 from layover_edge.core.errors import (
     EXIT_BAD_INPUT,
@@ -580,6 +580,142 @@ def second_trainer(tmp: Path, a: Assets) -> Outcome:
     return second
 
 
+# ---------------------------------------------------------------- issue 19: models that are wrong but answer
+
+def head_with(change: Callable[[dict], None], verb: str = "tag"):
+    """``tag`` (or ``eval``) with a copy of the checkpoint whose head.safetensors was changed."""
+    def run(tmp: Path, a: Assets) -> Outcome:
+        from safetensors.torch import load_file, save_file
+
+        from layover_edge.artifacts.checkpoint import FORMAT
+        ckpt = a.copy(a.ckpt, tmp / "ckpt")
+        state = load_file(str(ckpt / "head.safetensors"))
+        change(state)
+        save_file(state, str(ckpt / "head.safetensors"), metadata={"format": FORMAT})
+        if verb == "eval":
+            return cli("eval", ckpt, *DATA, "--quiet")
+        return cli("tag", a.images, "--model", ckpt, "--quiet")
+    return run
+
+
+def set_nan(state: dict) -> None:
+    state["fc.weight"][0, 0] = float("nan")
+
+
+def lying_precision(tmp: Path, a: Assets) -> Outcome:
+    """An FP32 graph with a changed weight whose metadata claims int8: parity's int8 gates (1 mAP point)
+    would pass it; the graph itself has no Q/DQ node."""
+    import onnx
+    from onnx import numpy_helper
+    proto = onnx.load(str(a.onnx))
+    for init in proto.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype == np.float32 and w.ndim == 2:
+            init.CopyFrom(numpy_helper.from_array(w * 1.05, init.name))
+            break
+    for prop in proto.metadata_props:
+        if prop.key == "precision":
+            prop.value = json.dumps("int8")
+    onnx.save(proto, str(tmp / "model.int8.onnx"))
+    return cli("parity", a.ckpt, "--against", tmp / "model.int8.onnx", "--data", "synthetic:val", "--size", "16",
+               "--quiet")
+
+
+def grey16(tmp: Path, a: Assets) -> Outcome:
+    """A 16-bit greyscale PNG is tagged as its 8-bit twin (value·257) is, not binarised."""
+    from PIL import Image
+    grey = np.random.default_rng(1).integers(0, 256, (40, 50), dtype=np.uint16)
+    (tmp / "in").mkdir()
+    png16(grey * 257, tmp / "in" / "a16.png")
+    Image.fromarray(grey.astype(np.uint8), "L").save(tmp / "in" / "b8.png")
+    done = cli("tag", tmp / "in", "--model", a.onnx, "--threshold", "0", "--quiet", "--jsonl", tmp / "tags.jsonl")
+    lines = [json.loads(line) for line in (tmp / "tags.jsonl").read_text().splitlines()] \
+        if (tmp / "tags.jsonl").is_file() else []
+    same = len(lines) == 2 and lines[0]["labels"] == lines[1]["labels"]
+    done.intact.append(("the 16-bit PNG's scores equal its 8-bit twin's", same))
+    return done
+
+
+def other_export(overwrite: bool):
+    """export a second checkpoint (thresholds changed) into a folder holding the first one's export,
+    an engine built from it (a sidecar naming its sha256) and a user's notes."""
+    def run(tmp: Path, a: Assets) -> Outcome:
+        from layover_edge.core.io import sha256
+        deploy = tmp / "deploy"
+        deploy.mkdir()
+        shutil.copyfile(a.onnx, deploy / "model.onnx")
+        (deploy / "model.fp32.h100.engine").write_bytes(b"engine")
+        from layover_edge.artifacts.sidecar import FORMAT, REQUIRED
+        (deploy / "model.fp32.h100.engine.json").write_text(json.dumps(
+            {k: None for k in REQUIRED} | {"format": FORMAT, "onnx_sha256": sha256(a.onnx)}))
+        (deploy / "notes.txt").write_text("keep me")
+        ckpt = a.copy(a.ckpt, tmp / "ckpt")
+        doc = json.loads((ckpt / "config.json").read_text())
+        doc["model"]["thresholds"] = [0.3] * 5
+        (ckpt / "config.json").write_text(json.dumps(doc))
+        before = sha256(deploy / "model.onnx")
+        done = cli("export", ckpt, "--out", deploy, "--form", "portable", "--quiet", *(["--overwrite"] * overwrite))
+        now = json.loads(next(p.value for p in __import__("onnx").load(str(deploy / "model.onnx")).metadata_props
+                              if p.key == "thresholds"))
+        done.intact.append(("the user's notes.txt kept", (deploy / "notes.txt").read_text() == "keep me"))
+        if overwrite:
+            done.intact += [("model.onnx is the new checkpoint's", now == [0.3] * 5),
+                            ("the engine built from the old model.onnx removed",
+                             not (deploy / "model.fp32.h100.engine").exists()
+                             and not (deploy / "model.fp32.h100.engine.json").exists())]
+        else:
+            done.intact += [("model.onnx untouched", sha256(deploy / "model.onnx") == before),
+                            ("the engine kept", (deploy / "model.fp32.h100.engine").exists())]
+        return done
+    return run
+
+
+def triton_user_file(tmp: Path, a: Assets) -> Outcome:
+    repo = tmp / "repo"
+    (repo / "tagger_onnx").mkdir(parents=True)
+    (repo / "tagger_onnx" / "NOTES.md").write_text("keep me")
+    done = cli("export", a.ckpt, "--out", tmp / "deploy", "--form", "portable", "--triton-repo", repo, "--quiet")
+    done.intact += [("the user's file in tagger_onnx kept", (repo / "tagger_onnx" / "NOTES.md").is_file()),
+                    ("the model written", (repo / "tagger_onnx" / "1" / "model.onnx").is_file())]
+    return done
+
+
+def photo_folder(tmp: Path, a: Assets) -> Path:
+    root = a.copy(a.images, tmp / "photos")
+    (root / "labels.csv").write_text("path,labels,split\n" + "".join(
+        f"{i}.png,{'cat' if i % 2 else 'dog'},{'train' if i < 4 else 'val'}\n" for i in range(6)))
+    return root
+
+
+def video(frames: int, keep: float = 1.0):
+    """tag an MJPEG AVI of ``frames`` frames cut to ``keep`` of its bytes."""
+    def run(tmp: Path, a: Assets) -> Outcome:
+        cv2 = pytest.importorskip("cv2")
+        path = tmp / ("clip.avi" if frames else "empty.avi")
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+        rng = np.random.default_rng(0)
+        for _ in range(frames):
+            writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        writer.release()
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+        done = cli("tag", path, "--model", a.onnx, "--quiet", "--json", "--jsonl", tmp / "tags.jsonl")
+        if frames and done.code == 0:
+            summary = json.loads(done.out)
+            done.intact += [("some frames tagged", 0 < summary["frames"] < frames),
+                            ("the cut named as unreadable", len(summary["unreadable"]) == 1
+                             and "ends after" in summary["unreadable"][0]["reason"])]
+        return done
+    return run
+
+
+def quiet_tag(tmp: Path, a: Assets) -> Outcome:
+    done = cli("tag", a.images, "--model", a.onnx, "--quiet", "--jsonl", tmp / "tags.jsonl")
+    done.intact.append(("--quiet prints the one summary line", len(done.out.strip().splitlines()) == 1
+                        and done.err.strip() == ""))
+    return done
+
+
 @dataclass
 class Case:
     name: str
@@ -633,7 +769,7 @@ CASES = [
     Case("eval --device cuda:3 (no such device)", EXIT_BAD_INPUT, "cuda:3", lambda t, a: cli("eval", a.ckpt, *DATA, "--device", "cuda:3", "--quiet")),
     Case("train --lr 1e38 (diverges)", EXIT_BAD_INPUT, "epoch 1/2", lambda t, a: cli("train", *RUN, "--epochs", "2", "--lr", "1e38", "--cache", a.cache, "--out", t / "r")),
     # hostile and corrupt files
-    Case("features --weights missing.pt", EXIT_BAD_INPUT, "missing.pt", argv("features", *MODEL[:2], "--weights", "{tmp}/missing.pt", "--image-size", "32", *DATA, "--cache", "{tmp}/c", "--quiet")),
+    Case("features --weights missing.pt", EXIT_OS_ERROR, "weights file not found", argv("features", *MODEL[:2], "--weights", "{tmp}/missing.pt", "--image-size", "32", *DATA, "--cache", "{tmp}/c", "--quiet")),
     Case("features --weights: malicious pickle", EXIT_BAD_INPUT, "weights.pt", weights_exploit),
     Case("folder CSV in latin-1", EXIT_BAD_INPUT, "train.csv:2", folder_latin1),
     Case("VOC ImageSets in latin-1", EXIT_BAD_INPUT, "aeroplane_trainval.txt:1", voc_latin1),
@@ -682,6 +818,38 @@ CASES = [
     Case("features kill -9, rerun", 0, None, kill_features_and_resume),
     Case("features while another extracts", EXIT_BAD_INPUT, "another process", second_extraction),
     Case("train --resume while another trains", EXIT_BAD_INPUT, "another process", second_trainer),
+    # issue 19: models that are wrong but answer
+    Case("head.safetensors: NaN weight", EXIT_BAD_INPUT, "tensor 'fc.weight' holds NaN", head_with(set_nan)),
+    Case("head.safetensors: σ = 0 (eval)", EXIT_BAD_INPUT, "σ",
+         head_with(lambda s: s["standardise.std"].zero_(), "eval")),
+    Case("head.safetensors: infinite σ", EXIT_BAD_INPUT, "holds infinite values",
+         head_with(lambda s: s["standardise.std"].fill_(float("inf")))),
+    Case("head.safetensors: int8-cast weights", EXIT_BAD_INPUT, "tensor 'fc.weight' is int8",
+         head_with(lambda s: s.update({"fc.weight": s["fc.weight"].to(torch.int8)}))),
+    Case("parity: FP32 graph whose metadata says int8", EXIT_BAD_INPUT, "metadata says precision 'int8'",
+         lying_precision),
+    Case("tag: 16-bit greyscale PNG", 0, None, grey16),
+    Case("export into another checkpoint's export", EXIT_BAD_INPUT, "--overwrite", other_export(False)),
+    Case("export --overwrite over another checkpoint's export", 0, None, other_export(True)),
+    Case("export --triton-repo beside a user's file", 0, None, triton_user_file),
+    # issue 19: a new user's traps
+    Case("features --data-root without --data", EXIT_BAD_INPUT, "holds with --data (data= in the Python API): folder",
+         lambda t, a: cli("features", *MODEL, *DATA, "--data-root", photo_folder(t, a), "--cache", t / "c", "--quiet")),
+    Case("tag a missing image", EXIT_OS_ERROR, "nope.jpg: no such file or folder",
+         lambda t, a: cli("tag", t / "nope.jpg", "--model", a.onnx, "--quiet")),
+    Case("tag --model missing.onnx", EXIT_OS_ERROR, "ONNX file not found",
+         lambda t, a: cli("tag", a.images, "--model", t / "missing.onnx", "--quiet")),
+    Case("eval a missing checkpoint", EXIT_OS_ERROR, "checkpoint not found", argv("eval", "{tmp}/nope", *DATA, "--quiet")),
+    Case("features --data folder, missing folder", EXIT_OS_ERROR, "data set folder not found",
+         argv("features", *MODEL, "--data", "folder", "--data-root", "{tmp}/nope", "--cache", "{tmp}/c", "--quiet")),
+    Case("params --backbone resnet5 (close names)", EXIT_BAD_INPUT, "did you mean resnet50",
+         argv("params", "--backbone", "resnet5")),
+    Case("export --static-batch 100000000", EXIT_BAD_INPUT, "--static-batch",
+         argv("export", "ck", "--out", "o", "--static-batch", "100000000"), False),
+    Case("tag --batch-size 2**70", EXIT_BAD_INPUT, "--batch-size", argv("tag", "x.png", "--model", "m", "--batch-size", str(2**70)), False),
+    Case("tag a truncated video", 0, None, video(40, 0.5)),
+    Case("tag a 0-frame video", EXIT_BAD_INPUT, "empty.avi: no frame could be decoded", video(0)),
+    Case("tag --quiet: no table", 0, None, quiet_tag),
 ]
 LONG = ("train (RM, cache) kill -9, --resume", "features on a full disk, then resumed", "features kill -9, rerun",
         "features while another extracts", "train --resume while another trains", "export --int8: truncated calibration .npy")

@@ -1,6 +1,7 @@
 """The CLI as a user meets it: tables, --json, one-line errors with exit code 2, no tracebacks."""
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,16 +26,19 @@ def test_params_json_matches_table_1(capsys):
     assert params["lp"]["trainable"] == 6144 * 80 + 80
 
 
-@pytest.mark.parametrize("args,message", [
-    (["params", "--backbone", "no_such_net"], "unknown backbone"),
-    (["params", "--backbone", "test_convnext", "--tap", "7"], "out of range"),
-    (["eval", "/nonexistent/ckpt"], "not a layover-edge checkpoint"),
+@pytest.mark.parametrize("args,message,exit_code", [
+    (["params", "--backbone", "no_such_net"], "unknown backbone", 2),
+    (["params", "--backbone", "resnet5"], "did you mean resnet50", 2),
+    (["params", "--backbone", "test_convnext", "--tap", "7"], "out of range", 2),
+    (["eval", "{tmp}"], "not a layover-edge checkpoint", 2),
+    # a path that does not exist is the README's exit 3, "not found"
+    (["eval", "/nonexistent/ckpt"], "checkpoint not found: /nonexistent/ckpt", 3),
     (["train", "--backbone", "test_convnext", "--weights", "/nonexistent.safetensors", "--out", "{tmp}/r",
-      "--train-size", "8", "--val-size", "8"], "weights file not found"),
+      "--train-size", "8", "--val-size", "8"], "weights file not found", 3),
 ])
-def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
+def test_bad_input_gives_one_line_and_its_exit_code(args, message, exit_code, tmp_path, capsys):
     code, out, err = run([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
-    assert code == 2
+    assert code == exit_code
     lines = [line for line in err.strip().splitlines() if "error:" in line]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
 
@@ -59,6 +63,22 @@ def test_every_option_has_help():
         for action in sub._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{name} {action.option_strings} has no help"
+
+
+def test_demo_prints_one_bar_one_line_per_head_and_where_it_wrote(tmp_path, capfd):
+    """Issue 19: the demo printed a bar per epoch and split of every head (about 1,450), named no
+    head and never said where its files went."""
+    code = main(["demo", "--quick", "--out", str(tmp_path), "--device", "cpu"])
+    out, err = capfd.readouterr()
+    assert code == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    lines = [line.split("\r")[-1] for line in err.splitlines()]
+    for head in ["LP", *saved["taps"], "FT"]:
+        assert sum(line.startswith(f"{head}: mAP ") for line in lines) == 1, (head, err[-3000:])
+    bars = {re.split(r":\s+\d+%\|", part)[0].split(" ")[0] for part in re.split(r"[\r\n]", err) if "%|" in part}
+    assert bars == {"pre-train", "test_convnext"}, bars  # the pre-training's bar and the heads' one bar
+    assert out.rstrip().splitlines()[-1].startswith(f"wrote {tmp_path}: ")
+    assert "results.json" in out.splitlines()[-1] and "report.md" in out.splitlines()[-1]
 
 
 def test_demo_writes_results_report_and_plot(tmp_path):

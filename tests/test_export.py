@@ -159,6 +159,19 @@ def test_quiet_int8_export_prints_nothing_of_modelopt(exported, tmp_path, capfd)
     assert out == "" and err == ""
 
 
+def test_int8_calibration_is_one_bar_not_a_line_per_image(exported, tmp_path, capfd):
+    """ONNX Runtime's entropy calibrator prints a line and a bar per image (512 pairs at the default
+    --calib-size): the export shows one bar instead, and what else ModelOpt says."""
+    from layover_edge.export.quantize import quantize_int8
+    images = np.random.default_rng(0).standard_normal((CALIB, 3, 48, 48)).astype(np.float32)
+    capfd.readouterr()
+    quantize_int8(exported / "model.onnx", tmp_path / "model.int8.onnx", images, "entropy", quiet=False)
+    out, err = capfd.readouterr()
+    assert out == "" and "Collecting tensor data" not in err
+    assert "INT8 calibration: 100%" in err and f"{CALIB}/{CALIB}" in err
+    assert err.count("\n") <= 2, err  # the bar ends in place (\r); a warning would be a line of its own
+
+
 def test_int8_without_calibration_data_is_refused(demo, tmp_path, capsys):
     assert main(["export", str(demo), "--out", str(tmp_path), "--int8"]) == 2
     assert "never calibrated on random data" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 plain-JSON recount of real COCO boxes and against scikit-learn's AP."""
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np

@@ -578,19 +578,20 @@ def test_serve_refuses_bad_input_with_one_line(models, tmp_path, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        for args, message in ([[str(tmp_path / "nothing.onnx")], "ONNX file not found"],
-                              [[str(models[1]), "--http-port", str(port)], f"cannot listen on 127.0.0.1:{port}"],
-                              [[str(models[1]), "--topk", "-1"], "argument --topk: must be an integer ≥ 0"],
-                              [[str(models[1]), "--http-port", "65536"],
-                               "argument --http-port: must be an integer ≥ 0 and ≤ 65535, got 65536"],
-                              [[str(models[1]), "--http-port", str(port), "--grpc-port", str(port)],
-                               f"--http-port and --grpc-port are both {port}"],
-                              [[str(models[1]), "--host", "::1"], "cannot listen for gRPC on an IPv6 address"]):
+        for args, message, exit_code in (
+                [[str(tmp_path / "nothing.onnx")], "ONNX file not found", 3],  # not found: the README's exit 3
+                [[str(models[1]), "--http-port", str(port)], f"cannot listen on 127.0.0.1:{port}", 2],
+                [[str(models[1]), "--topk", "-1"], "argument --topk: must be an integer ≥ 0", 2],
+                [[str(models[1]), "--http-port", "65536"],
+                 "argument --http-port: must be an integer ≥ 0 and ≤ 65535, got 65536", 2],
+                [[str(models[1]), "--http-port", str(port), "--grpc-port", str(port)],
+                 f"--http-port and --grpc-port are both {port}", 2],
+                [[str(models[1]), "--host", "::1"], "cannot listen for gRPC on an IPv6 address", 2]):
             try:
                 code = main(["serve", *args])
             except SystemExit as e:  # argparse refuses an impossible value as it is parsed
                 code = e.code
-            assert code == 2
+            assert code == exit_code
             err = capsys.readouterr().err
             lines = [line for line in err.splitlines() if "error:" in line]
             assert len(lines) == 1 and message in lines[0] and "Traceback" not in err

@@ -95,17 +95,20 @@ def pretrain_backbone(dc: DemoConfig, out: Path, device: torch.device, progress:
                                                 pct_start=0.15)
     g = torch.Generator().manual_seed(dc.seed)
     t0 = time.perf_counter()
+    bar = tqdm(total=dc.source_epochs * steps, desc="pre-train the backbone on the source task", unit="step",
+               leave=False, disable=not progress)
     for epoch in range(dc.source_epochs):
         model.train()
         order = torch.randperm(len(x), generator=g)
-        for k in tqdm(range(0, len(x), dc.batch_size), desc=f"pre-train epoch {epoch + 1}/{dc.source_epochs}",
-                      leave=False, disable=not progress):
+        for k in range(0, len(x), dc.batch_size):
             i = order[k:k + dc.batch_size]
             loss = F.cross_entropy(model(x[i].to(device)), y[i].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            bar.update(1)
+    bar.close()
     seconds = time.perf_counter() - t0
     model.eval()
     with torch.inference_mode():

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from layover_edge.core import distributed
 from layover_edge.core.config import MIXES, RECIPES, ModelConfig, TrainConfig
@@ -132,31 +134,52 @@ def run_backbone(pc: PaperConfig, backbone: str, weights: str, train_ds, val_ds,
                        seed=pc.seed, device=pc.device)
     cache, runs = out / "features" / slug(backbone), out / "runs" / slug(backbone)
     methods, taps, preds = {}, {}, {}
-    methods["LP"], preds["LP"] = run_method(replace(base, method="lp"), tcfg, train_ds, val_ds, runs / "lp", cache,
-                                          progress)
-    for tap in pc.taps:  # every tap, mix and baseline trains from the same cache
-        for mix in pc.mixes:
-            name = rm_name(tap, mix)
-            run = runs / (f"rm{tap}" + ("" if mix == MIXES[0] else f"-{mix}"))
-            taps[name], preds[name] = run_method(replace(base, method="rm", tap=tap, mix=mix), tcfg, train_ds, val_ds,
-                                                 run, cache, progress)
-        if pc.concat:
-            taps[f"concat@{tap}"], preds[f"concat@{tap}"] = run_method(
-                replace(base, method="concat", tap=tap), tcfg, train_ds, val_ds, runs / f"concat{tap}", cache, progress)
-    rm_key = rm_name(1 if 1 in pc.taps else pc.taps[0], pc.mixes[0])
-    methods["RM"] = taps[rm_key]
-    entry = {"weights": weights, "image_size": base.image_size, "rm": rm_key, "methods": methods, "taps": taps}
-    if pc.ft_epochs:
-        ft = replace(base, method="ft", tap=pc.taps[0], mix=pc.mixes[0])
-        epochs, guard = ft_epochs(replace(tcfg, epochs=pc.ft_epochs), len(train_ds)), None
-        ft_tcfg = replace(tcfg, epochs=epochs)
-        if pc.budget_s is not None:
-            left = pc.budget_s - (time.perf_counter() - t_start)
-            entry["ft_plan"] = plan_ft(ft, ft_tcfg, train_ds, val_ds, left, predict_rate(cache, val_split(val_ds)))
-            epochs, guard = entry["ft_plan"]["epochs"], stop_before(t_start + pc.budget_s)
-        if epochs:  # the cache only gives FT its tap statistics: FT trains from images
-            methods["FT"], preds["FT"] = run_method(ft, replace(ft_tcfg, epochs=epochs), train_ds, val_ds, runs / "ft",
-                                                    cache, progress, guard)
+    heads = 1 + len(pc.taps) * (len(pc.mixes) + bool(pc.concat))
+    # One bar over every head (and FT), one line per finished head: the heads' own bars would be hundreds.
+    progress = progress and distributed.is_main()
+    bar = tqdm(total=heads + bool(pc.ft_epochs), desc=backbone, unit="head", disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+
+    def stage(name: str, cfg: ModelConfig, stage_tcfg: TrainConfig, run: Path, guard=None) -> tuple[dict, dict]:
+        bar.set_description_str(f"{backbone} {name}" + (" (extracting features first)" if not cache.exists() else ""))
+
+        def on_epoch(row: dict) -> bool:  # epoch runs only (FT, --recipe paper); a sweep reports when done
+            bar.set_postfix_str(f"epoch {row['epoch']}/{stage_tcfg.epochs}")
+            return bool(guard and guard(row))
+        done, pred = run_method(cfg, stage_tcfg, train_ds, val_ds, run, cache, False, on_epoch)
+        bar.set_postfix_str("")
+        bar.update(1)
+        if progress:
+            alpha = f", mean α {done['alpha_mean']:.2g}" if "alpha_mean" in done else ""
+            bar.write(f"{name}: mAP {done['mAP']:.1f}, best at {done['best_at']}, {done['train_seconds']:.1f} s{alpha}",
+                      file=sys.stderr)
+        return done, pred
+
+    with bar:
+        methods["LP"], preds["LP"] = stage("LP", replace(base, method="lp"), tcfg, runs / "lp")
+        for tap in pc.taps:  # every tap, mix and baseline trains from the same cache
+            for mix in pc.mixes:
+                name = rm_name(tap, mix)
+                run = runs / (f"rm{tap}" + ("" if mix == MIXES[0] else f"-{mix}"))
+                taps[name], preds[name] = stage(name, replace(base, method="rm", tap=tap, mix=mix), tcfg, run)
+            if pc.concat:
+                taps[f"concat@{tap}"], preds[f"concat@{tap}"] = stage(
+                    f"concat@{tap}", replace(base, method="concat", tap=tap), tcfg, runs / f"concat{tap}")
+        rm_key = rm_name(1 if 1 in pc.taps else pc.taps[0], pc.mixes[0])
+        methods["RM"] = taps[rm_key]
+        entry = {"weights": weights, "image_size": base.image_size, "rm": rm_key, "methods": methods, "taps": taps}
+        if pc.ft_epochs:
+            ft = replace(base, method="ft", tap=pc.taps[0], mix=pc.mixes[0])
+            epochs, guard = ft_epochs(replace(tcfg, epochs=pc.ft_epochs), len(train_ds)), None
+            ft_tcfg = replace(tcfg, epochs=epochs)
+            if pc.budget_s is not None:
+                left = pc.budget_s - (time.perf_counter() - t_start)
+                entry["ft_plan"] = plan_ft(ft, ft_tcfg, train_ds, val_ds, left, predict_rate(cache, val_split(val_ds)))
+                epochs, guard = entry["ft_plan"]["epochs"], stop_before(t_start + pc.budget_s)
+            if epochs:  # the cache only gives FT its tap statistics: FT trains from images
+                methods["FT"], preds["FT"] = stage("FT", ft, replace(ft_tcfg, epochs=epochs), runs / "ft", guard)
+            elif progress:
+                bar.write("FT: skipped, the budget leaves no time for one epoch", file=sys.stderr)
     if distributed.is_main():
         rows = np.flatnonzero(FeatureCache(cache / val_split(val_ds)).valid)  # cached rows -> data set index
         hard = hard_instances(preds["LP"]["scores"], preds[rm_key]["scores"], preds["LP"]["targets"], rows,

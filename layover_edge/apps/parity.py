@@ -126,7 +126,21 @@ def compare(reference: Backend, candidate: Backend, dataset, batch_size: int, ga
 
 
 def _num(v: float) -> str:
+    v += 0.0  # -0.0 prints as "-0": a drop of nothing is 0
     return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.4f}"
+
+
+def _signed(v: float) -> str:
+    return f"{round(v, 2) + 0.0:+.2f}"
+
+
+def polygraphy_text(result: dict) -> str:
+    verdict = result["polygraphy_logits_pass"]
+    if verdict is not None:
+        return "pass" if verdict else "FAIL"
+    if result["gates"]["max_logit_error"] is None:
+        return f"not run ({(result.get('precision') or '').upper()} is judged on the task, below)"
+    return "not run (Polygraphy is not installed: pip install polygraphy)"
 
 
 BACKEND_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
@@ -144,7 +158,7 @@ def markdown(result: dict, title: str) -> str:
     task = result["task"]
     rows = {label(result["reference"]): {k: f"{v:.2f}" for k, v in task["reference"].items()},
             name: {k: f"{v:.2f}" for k, v in task["candidate"].items()},
-            "Δ": {k: f"{v:+.2f}" for k, v in task["delta"].items()}}
+            "Δ": {k: _signed(v) for k, v in task["delta"].items()}}
     checks = {ch["check"]: {"value": _num(ch["value"]), "limit": f"{ch['op']} {ch['limit']:g}",
                             "result": "pass" if ch["passed"] else "FAIL"} for ch in result["checks"]}
     r = result["reference"]
@@ -154,7 +168,7 @@ def markdown(result: dict, title: str) -> str:
              f"({c.get('model', '')}). Verdict: **{'PASS' if result['passed'] else 'FAIL'}**", "",
              "## Tensor level", "", format_table(tensor_rows, columns=tuple(next(iter(tensor_rows.values()))),
                                                  first="output"), "",
-             f"Polygraphy comparator on logits: {result['polygraphy_logits_pass']}", "",
+             f"Polygraphy comparator on logits: {polygraphy_text(result)}", "",
              "## Task level", "", format_table(rows, columns=TASK_KEYS, first="model"), "",
              f"Tag agreement at the thresholds: {task['tag_agreement']:.2f} %; mean abs Δprobability "
              f"{_num(task['mean_abs_dprob'])}, max {_num(task['max_abs_dprob'])}", "",

@@ -29,6 +29,7 @@ from .tag import JsonLines, label_records
 
 PROTOCOLS = ("grpc", "http")
 REQUEST_TIMEOUT_S = 60.0   # one request, connection included
+CONNECT_TIMEOUT_S = 10.0   # connect()'s liveness probe: a server that is up answers in milliseconds
 STARTUP_TIMEOUT_S = 180.0  # a start takes 10-25 s on two busy cores; PyTriton's own wait is 120 s
 
 
@@ -69,7 +70,26 @@ class Client:
             result = self.client.infer(model, [request], outputs=wanted, **timing)
         except self.error_type as e:
             raise LayoverError(f"the server at {self.url} refused the request: {e.message()}") from None
+        except OSError as e:  # the HTTP client's own: refused, reset, timed out
+            raise self.unreachable(e) from None
         return {name: result.as_numpy(name) for name in outputs}
+
+    def unreachable(self, e: Exception) -> LayoverError:
+        reason = e.message() if isinstance(e, self.error_type) else (e.strerror or str(e) or type(e).__name__)
+        return LayoverError(f"no layover-edge server answers at {self.url} ({self.protocol.upper()}): {reason}")
+
+    def check_live(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """LayoverError unless a server at the URL says it is live within ``timeout`` seconds (a
+        closed port fails at once, a host or listener that never answers after ``timeout``)."""
+        probe = Client(self.url, self.protocol, min(timeout, self.timeout))
+        try:
+            live = probe.client.is_server_live(**({"client_timeout": probe.timeout} if self.protocol == "grpc" else {}))
+        except (OSError, self.error_type) as e:
+            raise self.unreachable(e) from None
+        finally:
+            probe.close()
+        if not live:
+            raise LayoverError(f"the server at {self.url} ({self.protocol.upper()}) answers but is not live")
 
     def tag_bytes(self, blobs: list[bytes], sources: list[str] | None = None) -> list[dict]:
         """One request for these encoded images; per image ``tag``'s record: labels, or the error."""

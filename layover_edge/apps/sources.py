@@ -28,6 +28,7 @@ from layover_edge.core.images import open_rgb
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265"})
 GLOB_CHARS = frozenset("*?[")
+NO_SUCH_FILE = "no such file or folder"  # the reason of a SOURCE naming nothing (tag exits 3 when all are)
 
 
 @dataclass
@@ -237,7 +238,7 @@ def file_paths(spec: str) -> tuple[list[str], str | None]:
     if GLOB_CHARS & set(spec):
         paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
         return paths, None if paths else f"no files match {spec}"
-    return [], f"no such file or folder: {spec}"
+    return [], f"{NO_SUCH_FILE}: {spec}"
 
 
 def open_sources(specs: list[str], options: CaptureOptions | None = None) -> list[Source]:

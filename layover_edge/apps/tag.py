@@ -27,7 +27,8 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from layover_edge.core.config import Preprocess
+from layover_edge.core import checks
+from layover_edge.core.config import MAX_BATCH, Preprocess
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 from layover_edge.core.tables import format_table
@@ -182,10 +183,10 @@ class Tagger:
     prefetch: int = 2           # batches decoded ahead in a thread; 0: one stage after another
 
     def __post_init__(self) -> None:
-        if self.topk < 0:
-            raise LayoverError("--topk must be 0 (all above threshold) or positive")
-        if self.batch_size < 1:
-            raise LayoverError("--batch-size must be at least 1")
+        if self.threshold is not None:
+            checks.probability(self.threshold, "threshold")
+        checks.nonnegative_int(self.topk, "topk (0: every tag above its threshold)")
+        checks.integer(self.batch_size, "batch size", 1, MAX_BATCH)
         if self.prefetch < 0:
             raise LayoverError("--prefetch must be 0 (no decoding ahead) or positive")
         info = self.backend.info
@@ -223,8 +224,9 @@ class Tagger:
         made = self.batches(source.frames(), size)
         prefetcher = Prefetcher(made, 1 if source.live else self.prefetch) if self.prefetch else None
         rate, last = 0.0, time.perf_counter()
+        declared, read = source.total, 0
         try:
-            with tqdm(total=source.total, desc=source.uri[-40:], unit="frame", disable=not self.progress,
+            with tqdm(total=declared, desc=source.uri[-40:], unit="frame", disable=not self.progress,
                       dynamic_ncols=True) as bar:
                 for batch in prefetcher if prefetcher is not None else made:
                     self.summary.stages["decode"] += batch.decode_s
@@ -233,12 +235,19 @@ class Tagger:
                     now = time.perf_counter()
                     n, dt, last = len(batch.frames), now - last, now
                     rate = n / dt if not rate else 0.9 * rate + 0.1 * n / dt  # smoothed, drawn on video
+                    read += n
                     bar.update(n)  # the bar's own rate is the live frames/s
                     bar.set_postfix_str(f"{self.summary.tags} tags", refresh=False)
         finally:
             if prefetcher is not None:
                 prefetcher.close()  # before the source closes: the thread may be reading it
             source.close()
+        if isinstance(source, Capture) and not source.live:  # a video file: did it end where its header says?
+            if read == 0:
+                self.skip(source.uri, 0, "no frame could be decoded (an empty or damaged video)")
+            elif declared and read < declared:
+                self.skip(source.uri, read, f"the video ends after {read} of the {declared} frames its header "
+                                            f"declares (truncated or damaged); the {read} read were tagged")
 
     def batches(self, frames: Iterator[Frame], size: int) -> Iterator[Batch]:
         """Decode ``size`` frames, preprocess the readable ones: the stages that run ahead."""
@@ -337,7 +346,8 @@ def tag(backend: Backend, sources: list[str], jsonl: str | Path = "-", save: str
     return summary | {"backend": backend.metadata()}
 
 
-def summary_text(summary: dict, labels: list[str]) -> str:
+def summary_text(summary: dict, labels: list[str], table: bool = True) -> str:
+    """The summary line, then (with ``table``) the tags per label and the unreadable inputs."""
     head = (f"tagged {summary['frames']} frames from {summary['sources']} source(s) in {summary['seconds']:.1f} s "
             f"({summary['frames_per_second']:.1f} frames/s"
             + (f", at most {summary['slowest_stage_bound_fps']:.1f} by its slowest stage, {summary['slowest_stage']}"
@@ -346,6 +356,8 @@ def summary_text(summary: dict, labels: list[str]) -> str:
             f"{summary['tags']} tags, {len(summary['unreadable'])} unreadable"
             + (f", mean α {summary['alpha_mean']:.2f}" if summary.get("alpha_mean") is not None else "")
             + (", interrupted" if summary["interrupted"] else ""))
-    table = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
+    if not table:
+        return head
+    counts = format_table({name: {"tags": summary["per_label"].get(name, 0)} for name in labels}, ("tags",), "Label")
     bad = "".join(f"\n- {u['source']}: {u['reason']}" for u in summary["unreadable"])
-    return f"{head}\n\n{table}" + (f"\n\nUnreadable:{bad}" if bad else "")
+    return f"{head}\n\n{counts}" + (f"\n\nUnreadable:{bad}" if bad else "")

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from layover_edge.core.config import ModelConfig
-from layover_edge.core.errors import LayoverError
-from layover_edge.core.io import atomic_dir, read_json, safetensors_bytes, write_json
+from layover_edge.core.errors import LayoverError, NotFound
+from layover_edge.core.io import atomic_dir, read_json, safetensors_bytes, sha256, write_json
 
 FORMAT = "layover-edge/checkpoint/1"
 HEAD, BACKBONE = "head.safetensors", "backbone.safetensors"
@@ -39,6 +39,8 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
     """The checkpoint's ModelConfig and the rest of its config.json (metrics, provenance)."""
     path = Path(path)
     cfg_file = path / "config.json"
+    if not path.exists():
+        raise NotFound(f"checkpoint not found: {path}")
     if not cfg_file.is_file():
         raise LayoverError(f"{path} is not a layover-edge checkpoint (no config.json)")
     doc = read_json(cfg_file, FORMAT)
@@ -46,6 +48,19 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict]:
         return ModelConfig.from_dict(doc.get("model")), doc
     except LayoverError as e:  # wrong types or ranges: name the file, never build from it
         raise LayoverError(f"{cfg_file}: {e}") from None
+
+
+def checkpoint_id(path: str | Path) -> str:
+    """What identifies a checkpoint's model: a hash of its ModelConfig (labels and thresholds
+    included) and its tensor files, recorded in every export so a folder's files can be matched."""
+    import hashlib
+    path = Path(path)
+    cfg, _ = read_config(path)
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for name in (HEAD, BACKBONE):
+        if (path / name).is_file():
+            h.update(f"{name}:{sha256(path / name)}".encode())
+    return h.hexdigest()[:16]
 
 
 def read_tensors(path: str | Path, name: str, expected: Mapping[str, Any], what: str) -> dict:
@@ -62,6 +77,14 @@ def read_tensors(path: str | Path, name: str, expected: Mapping[str, Any], what:
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         raise LayoverError(f"{file} does not match the {what} described by config.json "
                            f"(a checkpoint from another backbone, tap, mix or class count?)")
+    for k in sorted(expected):  # loading would cast silently: an int8 weight would become a float one
+        if state[k].dtype != expected[k].dtype:
+            raise LayoverError(f"{file}: tensor {k!r} is {str(state[k].dtype).removeprefix('torch.')}, the {what} "
+                               f"holds {str(expected[k].dtype).removeprefix('torch.')} (a damaged or hand-edited "
+                               f"checkpoint)")
+        if state[k].is_floating_point() and not bool(state[k].isfinite().all()):
+            bad = "NaN" if bool(state[k].isnan().any()) else "infinite values"
+            raise LayoverError(f"{file}: tensor {k!r} holds {bad}: a model computed from it would answer garbage")
     return state
 
 

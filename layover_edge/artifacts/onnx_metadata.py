@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 
 FORMAT = "layover-edge/onnx/1"
 INPUT = "image"
@@ -17,9 +17,11 @@ OUTPUTS = ("logits", "probabilities")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def checkpoint_metadata(cfg, form: str, opset: int, high_precision: list[str]) -> dict[str, Any]:
-    """The metadata of a graph exported from a checkpoint's ModelConfig ``cfg``."""
-    return {"format": FORMAT, "labels": list(cfg.labels), "thresholds": cfg.thresholds,
+def checkpoint_metadata(cfg, form: str, opset: int, high_precision: list[str],
+                        checkpoint: str | None = None) -> dict[str, Any]:
+    """The metadata of a graph exported from a checkpoint's ModelConfig ``cfg`` (``checkpoint``: its
+    ``artifacts.checkpoint.checkpoint_id``, which tells the files of one export from another's)."""
+    return {"format": FORMAT, "checkpoint": checkpoint, "labels": list(cfg.labels), "thresholds": cfg.thresholds,
             "image_size": cfg.image_size, "mean": list(cfg.mean), "std": list(cfg.std),
             "interpolation": cfg.interpolation or "bilinear", "method": cfg.method, "backbone": cfg.backbone,
             "tap": cfg.tap, "rs": cfg.rs, "mix": cfg.mix, "opset": opset, "form": form, "precision": "fp32",
@@ -44,7 +46,34 @@ def get_metadata(proto, source: str | Path = "model") -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise LayoverError(f"{source} carries no layover-edge metadata (labels, preprocessing): "
                            f"export it with `layover-edge export`")
+    found = graph_precision(proto)
+    if meta.get("precision") != found:  # parity's gates, the build's flags and the engine follow this value
+        raise LayoverError(f"{source}: its metadata says precision {meta.get('precision')!r} but the graph is "
+                           f"{found} ({PRECISION_EVIDENCE[found]}): a file edited or renamed by hand? Export it again")
     return meta
+
+
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+PRECISION_EVIDENCE = {"int8": "it holds quantize/dequantize or QLinear nodes",
+                      "fp16": "it holds float16 weights or casts to float16, and no Q/DQ nodes",
+                      "fp32": "no Q/DQ node, no float16 weight or cast"}
+
+
+def graph_precision(proto) -> str:
+    """What the graph computes in, read from its nodes and tensors (never from its metadata): int8
+    where it quantizes (ModelOpt's Q/DQ pairs, ONNX Runtime's QLinear/Integer ops), fp16 where it
+    holds float16 weights or casts to float16, else fp32."""
+    from onnx import TensorProto
+    nodes = list(proto.graph.node)
+    if any(n.op_type in QUANTIZED_OPS or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")
+           for n in nodes):
+        return "int8"
+    half = TensorProto.FLOAT16
+    if any(t.data_type == half for t in proto.graph.initializer) or any(
+            n.op_type == "Cast" and any(a.name == "to" and a.i == half for a in n.attribute) for n in nodes) or any(
+            n.op_type == "Constant" and any(a.t.data_type == half for a in n.attribute) for n in nodes):
+        return "fp16"
+    return "fp32"
 
 
 def check_onnx(path: str | Path) -> None:
@@ -52,7 +81,7 @@ def check_onnx(path: str | Path) -> None:
     import onnx
     path = Path(path)
     if not path.is_file():
-        raise LayoverError(f"ONNX file not found: {path}")
+        raise NotFound(f"ONNX file not found: {path}")
     try:
         proto = onnx.load(str(path), load_external_data=False)
         custom = any(n.domain not in ("", "ai.onnx") for n in proto.graph.node)

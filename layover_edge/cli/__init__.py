@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         sys.stdout.flush()  # a full disk behind stdout fails here, inside the handlers below
         return code
-    except LayoverError as e:
+    except LayoverError as e:  # 2; 3 for a path that does not exist (NotFound); 5 for a failed server
         return _fail(args.verb, str(e), e.exit_code)
     except BrokenPipeError:  # `layover-edge tag ... | head`: the reader left; say so once, quietly exit
         _drop_stdout()

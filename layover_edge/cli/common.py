@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any, Callable
 
 from layover_edge.core import checks
-from layover_edge.core.config import METHODS, MIXES, RS_VARIANTS, ModelConfig, TrainConfig, check_device
+from layover_edge.core.config import MAX_BATCH, METHODS, MIXES, RS_VARIANTS, ModelConfig, TrainConfig, check_device
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import json_safe
 from layover_edge.data.spec import DATASETS, DataSpec
@@ -41,6 +41,7 @@ def arg_type(check: Callable[[Any], Any], cast: Callable[[str], Any] = int, kind
 
 
 POSITIVE = arg_type(checks.positive_int)
+BATCH = arg_type(partial(checks.integer, low=1, high=MAX_BATCH))
 NONNEGATIVE = arg_type(checks.nonnegative_int)
 INTEGER = arg_type(checks.integer)
 POSITIVE_NUMBER = arg_type(checks.positive_number, float, "a number")

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import sys
 
-from layover_edge.core.config import ExportConfig, ServeConfig
+from layover_edge.core.config import MAX_BATCH, MIN_CALIB, RECOMMENDED_CALIB, ExportConfig, ServeConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.export.targets import TARGETS
 
-from .common import NONNEGATIVE, NONNEGATIVE_NUMBER, PERCENT, POSITIVE, POSITIVE_NUMBER, emit
+from .common import BATCH, NONNEGATIVE, NONNEGATIVE_NUMBER, PERCENT, POSITIVE, POSITIVE_NUMBER, emit
 
 E = ExportConfig()
 
@@ -15,7 +15,7 @@ E = ExportConfig()
 def cmd_export(args) -> int:
     from layover_edge.export.pipeline import export_all, export_text
     ec = ExportConfig(args.form, args.int8, args.fp16, args.calib_data, args.calib_size, args.calib_method, args.opset,
-                      args.static_batch, args.triton_repo, args.triton_engine, args.triton_max_batch)
+                      args.static_batch, args.triton_repo, args.triton_engine, args.triton_max_batch, args.overwrite)
     rows = export_all(args.checkpoint, args.out, ec, args.data_root, progress=not args.quiet)
     emit(args, {"checkpoint": args.checkpoint, "files": rows}, export_text(args.checkpoint, rows))
     return 0
@@ -62,8 +62,11 @@ def add_parsers(sub) -> None:
                    help="ONNX forms to write (default: both; portable only for LP and pool1d checkpoints)")
     p.add_argument("--opset", type=POSITIVE, default=E.opset,
                    help="ONNX opset, ≥ 18 (default: %(default)s; INT8 graphs are raised to 19 by ModelOpt)")
-    p.add_argument("--static-batch", type=POSITIVE, default=None,
-                   help="fix the batch dimension to this size instead of a dynamic axis (e.g. for DLA)")
+    p.add_argument("--static-batch", type=BATCH, default=None,
+                   help=f"fix the batch dimension to this size (1-{MAX_BATCH}) instead of a dynamic axis (e.g. for DLA)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another checkpoint's export in OUT: its ONNX files, the engines built from them "
+                        "and their parity reports are removed first (without it such a folder is refused)")
     g = p.add_argument_group("reduced precision (NVIDIA ModelOpt, on CPU)")
     g.add_argument("--int8", action="store_true", help="also write the explicitly quantized Q/DQ INT8 graph")
     g.add_argument("--fp16", action="store_true", help="also write the strongly typed FP16 graph (ModelOpt AutoCast)")
@@ -71,7 +74,8 @@ def add_parsers(sub) -> None:
                    help="INT8 calibration images: NAME:SPLIT[:key=value,...] through the data API "
                         "(e.g. synthetic:train) or a .npy of preprocessed (N, 3, S, S) images")
     g.add_argument("--calib-size", type=POSITIVE, default=E.calib_size,
-                   help="calibration images (default: %(default)s; a warning below 300, an error below 32)")
+                   help=f"calibration images (default: %(default)s; a warning below {RECOMMENDED_CALIB}, an error "
+                        f"below {MIN_CALIB})")
     g.add_argument("--calib-method", choices=("max", "entropy"), default=E.calib_method,
                    help="activation range calibration (default: %(default)s)")
     g.add_argument("--data-root", default=None, help="data set directory, for data sets read from disk")

@@ -9,10 +9,11 @@ from functools import partial
 from pathlib import Path
 
 from layover_edge.core import checks
-from layover_edge.core.errors import EXIT_INTERRUPTED, LayoverError
+from layover_edge.core.config import MAX_BATCH
+from layover_edge.core.errors import EXIT_INTERRUPTED, LayoverError, NotFound
 from layover_edge.core.io import json_safe
 
-from .common import DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY, add_backend_args, arg_type, emit
+from .common import BATCH, DEVICE, NONNEGATIVE, POSITIVE, PROBABILITY, add_backend_args, arg_type, emit
 
 FLIP = arg_type(partial(checks.integer, low=0, high=7))  # nvvidconv's flip-method values
 
@@ -65,9 +66,9 @@ def add_tag_parser(sub) -> None:
                         "thresholds, else 0.5)")
     p.add_argument("--topk", type=NONNEGATIVE, default=0,
                    help="keep at most K tags per frame, highest first; 0 keeps all above threshold (default: 0)")
-    p.add_argument("--batch-size", type=POSITIVE, default=8,
-                   help="frames per inference for files, folders and video files; cameras and streams run "
-                        "one frame at a time (default: %(default)s)")
+    p.add_argument("--batch-size", type=BATCH, default=8,
+                   help=f"frames per inference for files, folders and video files (at most {MAX_BATCH}); cameras and "
+                        "streams run one frame at a time (default: %(default)s)")
     p.add_argument("--jsonl", default="-",
                    help="write the per-frame JSON lines to this file instead of stdout: it appears under its "
                         "name at the end, with every frame tagged (also when a later frame fails); '-' is "
@@ -89,7 +90,8 @@ def add_tag_parser(sub) -> None:
                         "clean network, higher against dropped or late packets (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON instead of a table "
                    "(on stderr when the JSON lines go to stdout)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, and the summary is its one line (no per-label table)")
     p.set_defaults(func=cmd_tag)
 
 
@@ -101,18 +103,22 @@ def capture_options(args):
 def cmd_tag(args) -> int:
     from layover_edge.runtime.factory import open_model
     backend = open_model(args.model, args.device, args.precision, args.mode)
+    from layover_edge.apps.sources import NO_SUCH_FILE
     from layover_edge.apps.tag import summary_text, tag
     summary = {"model": args.model} | tag(
         backend, args.sources, args.jsonl, args.save, args.threshold, args.topk, args.batch_size,
         capture_options(args), not args.quiet, args.prefetch)
-    text = json.dumps(json_safe(summary), indent=2) if args.json else summary_text(summary, backend.info.labels)
+    text = json.dumps(json_safe(summary), indent=2) if args.json else \
+        summary_text(summary, backend.info.labels, table=not args.quiet)
     print(text, file=sys.stderr if args.jsonl == "-" else sys.stdout)  # stdout stays pure JSON lines
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
     if summary["frames"] == 0:
         bad = summary["unreadable"]
-        raise LayoverError("nothing could be processed" + (f": {bad[0]['source']}: {bad[0]['reason']}" if bad else "")
-                           + (f" (and {len(bad) - 1} more unreadable inputs)" if len(bad) > 1 else ""))
+        missing = bool(bad) and all(u["reason"].startswith(NO_SUCH_FILE) for u in bad)
+        raise (NotFound if missing else LayoverError)(
+            "nothing could be processed" + (f": {bad[0]['source']}: {bad[0]['reason']}" if bad else "")
+            + (f" (and {len(bad) - 1} more unreadable inputs)" if len(bad) > 1 else ""))
     return 0
 
 

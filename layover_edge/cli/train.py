@@ -1,6 +1,8 @@
 """Verbs for training and evaluation: params, features, train, eval, thresholds, demo."""
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 from layover_edge.core.config import METHODS, MIN_STEPS, MIXES, RECIPES, RS_VARIANTS, ModelConfig, TrainConfig
@@ -122,8 +124,12 @@ def cmd_demo(args) -> int:
     cfg = DemoConfig.quick() if args.quick else DemoConfig.toy() if args.toy else DemoConfig()
     if args.budget is not None:
         cfg = replace(cfg, budget_s=args.budget or None)
-    result = run_demo(cfg, Path(args.out), progress=not args.quiet, device=args.device)
-    emit(args, result, (Path(args.out) / "report.md").read_text())
+    out = Path(args.out)
+    result = run_demo(cfg, out, progress=not args.quiet, device=args.device)
+    emit(args, result, (out / "report.md").read_text())
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    print(f"wrote {out}: {', '.join(files)} (runs/ holds every head's checkpoint, features/ the feature cache)",
+          file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

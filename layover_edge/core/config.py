@@ -31,6 +31,12 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # Images declaring more pixels than this are refused before decoding (a 97 KB PNG can declare
 # 10000 x 10000 and take a gigabyte); LAYOVER_MAX_PIXELS overrides it.
 MAX_PIXELS = 64_000_000
+# The largest batch a verb accepts (tag --batch-size, export --static-batch, predict's batch_size):
+# one batch of 4096 images at 224 px is 2.5 GB of float32 input before the model runs.
+MAX_BATCH = 4096
+# INT8 calibration images: fewer than MIN_CALIB cannot give stable activation ranges (an error),
+# fewer than RECOMMENDED_CALIB get a warning; TensorRT recommends about 500 for CNNs and ViTs.
+MIN_CALIB, RECOMMENDED_CALIB = 32, 300
 
 
 def check_preprocess(image_size: Any, mean: Any, std: Any, interpolation: Any) -> None:
@@ -234,13 +240,14 @@ class ExportConfig:
     triton_repo: str | None = None   # also write a Triton model repository here (export/triton_repo.py)
     triton_engine: str | None = None  # ... with this TensorRT engine as a second model
     triton_max_batch: int | None = None  # None: the engine profile's maximum, else ServeConfig.max_batch
+    overwrite: bool = False          # replace another checkpoint's export in the folder (its files removed first)
 
     def __post_init__(self) -> None:
         checks.positive_int(self.calib_size, "calib_size")
         checks.positive_int(self.opset, "opset")
         for name in ("static_batch", "triton_max_batch"):
             if getattr(self, name) is not None:
-                checks.positive_int(getattr(self, name), name)
+                checks.integer(getattr(self, name), name, 1, MAX_BATCH)
 
 
 @dataclass

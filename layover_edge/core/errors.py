@@ -26,6 +26,12 @@ class ServerFailed(LayoverError):
     exit_code = EXIT_SERVER_FAILED
 
 
+class NotFound(LayoverError):
+    """A file or folder the user named does not exist: exit 3, the operating system's "no such file"."""
+
+    exit_code = EXIT_OS_ERROR
+
+
 def os_error_text(e: OSError) -> str:
     """One line for an OSError: what the system said and the path it said it about."""
     what = e.strerror or str(e) or type(e).__name__

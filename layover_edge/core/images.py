@@ -1,7 +1,11 @@
 """Decoding an image file with a bound on what it may cost: a 97 KB PNG can declare 10000 x 10000
 pixels and take a gigabyte once decoded. The size in the header is checked before any pixel is
 decoded; the limit is ``config.MAX_PIXELS`` unless the environment sets ``LAYOVER_MAX_PIXELS``
-(Pillow's own hard limit, twice ``PIL.Image.MAX_IMAGE_PIXELS``, still applies above it)."""
+(Pillow's own hard limit, twice ``PIL.Image.MAX_IMAGE_PIXELS``, still applies above it).
+
+Every reader decodes here (training, the feature cache, ``tag``, ``serve``, calibration, parity),
+so they see the same pixels: the EXIF orientation applied, 16-bit images scaled to 8 bits
+(``DECODE`` names this, and the feature cache records it)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +15,9 @@ from pathlib import Path
 from . import checks
 from .config import MAX_PIXELS
 from .errors import LayoverError
+
+
+DECODE = "pillow: EXIF orientation applied, 16-bit scaled to 8"
 
 
 class ImageTooLarge(ValueError):
@@ -47,4 +54,20 @@ def open_rgb(file, max_pixels: int | None = None):
             raise ImageTooLarge(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,}"
                                 + (" (LAYOVER_MAX_PIXELS raises it)" if from_env else ""))
         im.load()  # decode now: a truncated file fails here, where callers catch it
-        return im.convert("RGB")
+        return to_rgb(upright(im))
+
+
+def upright(im):
+    """The image as viewers show it: its EXIF orientation (a phone photo held sideways) applied."""
+    from PIL import ImageOps
+    return ImageOps.exif_transpose(im)
+
+
+def to_rgb(im):
+    """8-bit RGB. 16-bit greyscale (Pillow's I;16 modes) is scaled to 8 bits as Pillow scales 16-bit
+    colour (the high byte); its own convert would clip every value above 255 to white."""
+    if im.mode.startswith("I;16"):
+        import numpy as np
+        from PIL import Image
+        im = Image.fromarray((np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8), "L")
+    return im.convert("RGB")

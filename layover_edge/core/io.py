@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import LayoverError
+from .errors import LayoverError, NotFound
 
 
 def make_dir(path: str | os.PathLike) -> Path:
@@ -131,7 +131,7 @@ def read_json(path: str | os.PathLike, fmt: str | None = None, what: str = "JSON
     with ``fmt``, of another format (files this package wrote carry a ``format`` key)."""
     path = Path(path)
     if not path.is_file():
-        raise LayoverError(f"{what} not found: {path}")
+        raise NotFound(f"{what} not found: {path}")
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

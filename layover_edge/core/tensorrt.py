@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import LayoverError
+from .errors import LayoverError, NotFound
 
 _loaded: dict[str, object] = {}  # resolved path -> the handle TensorRT returned (keeps the library loaded)
 
@@ -32,7 +32,7 @@ def load_plugins(trt, logger, libraries: list[str | Path], needed: list[tuple[st
         if key in _loaded:
             continue
         if not Path(key).is_file():
-            raise LayoverError(f"plugin library not found: {lib}")
+            raise NotFound(f"plugin library not found: {lib}")
         handle = registry.load_library(key)
         if handle is None and not (needed and all(_creator(registry, *n) for n in needed)):
             raise LayoverError(f"TensorRT could not load plugin library {lib} (see its messages above): "

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from layover_edge.core.errors import LayoverError
-from layover_edge.core.images import open_rgb
+from layover_edge.core.images import DECODE, open_rgb
 
 # Images whose file is missing: "error" stops before any work (a wrong --data-root is the usual
 # cause, better found now than an hour into extraction); "skip" loads them as unreadable, so
@@ -76,11 +76,12 @@ class FileDataset:
         return image, self.targets[i].astype(np.float32)
 
     def fingerprint(self) -> str:
-        """Content hash: relative paths, targets, classes, split and options (not mtimes), so a
-        cache survives moving the data and is refused when any annotation changes."""
+        """Content hash: relative paths, targets, classes, split, options and how images are decoded
+        (not mtimes), so a cache survives moving the data and is refused when any annotation, or the
+        decoding, changes."""
         h = hashlib.sha256()
         h.update(json.dumps({"type": type(self).__name__, "split": self.split, "classes": self.classes,
-                             "options": self._options}, sort_keys=True).encode())
+                             "options": self._options, "decode": DECODE}, sort_keys=True).encode())
         h.update("\0".join(self.files).encode())
         h.update(self.targets.tobytes())
         return h.hexdigest()[:16]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 from layover_edge.core.io import read_text
 
 from .files import FileDataset, class_index, unknown_label
@@ -105,7 +105,7 @@ class ImageFolder(FileDataset):
     def __init__(self, root: str | Path, split: str = "train", missing: str = "error"):
         root = Path(root)
         if not root.is_dir():
-            raise LayoverError(f"data set folder not found: {root}")
+            raise NotFound(f"data set folder not found: {root}")
         path, shared = split_file(root, split)
         rows = read_rows(path)
         if shared:

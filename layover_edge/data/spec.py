@@ -23,10 +23,29 @@ def default_splits(name: str) -> tuple[str, str]:
     return DATASETS[name]
 
 
+def guess_dataset(root: str) -> str | None:
+    """The data set a folder looks like it holds, from the files each reader needs; None if unclear."""
+    from pathlib import Path
+    folder = Path(root)
+    for year in ("2014", "2017"):
+        if (folder / "annotations" / f"instances_train{year}.json").is_file() or \
+                (folder / "annotations" / f"instances_val{year}.json").is_file():
+            return f"coco{year}"
+    if any((folder / d).is_dir() for d in ("VOC2007", "ImageSets", "VOCdevkit")):
+        return "voc2007"
+    if any((folder / f).is_file() for f in ("labels.csv", "train.csv", "val.csv", "train.jsonl", "val.jsonl")):
+        return "folder"
+    return None
+
+
 def build_dataset(name: str, split: str, root: str | None = None, **options):
     """A data set by name. ``options`` go to its constructor (sizes and seed for synthetic;
     ``drop_empty`` for COCO; ``source`` for VOC; ``missing`` for the file-based sets)."""
     default_splits(name)
+    if name == "synthetic" and root is not None:
+        raise LayoverError(f"a data root ({root}) was given, but the data set is synthetic (the default: generated "
+                           f"scenes, no files are read): name the data set the root holds with --data (data= in "
+                           f"the Python API): {guess_dataset(root) or 'folder, coco2014, coco2017 or voc2007'}")
     if name == "synthetic":
         from .synthetic import SyntheticScenes
         try:
@@ -69,7 +88,7 @@ class DataSpec:
     def open(self, split: str):
         if self.name == "synthetic":
             size = self.train_size if split == "train" else self.val_size
-            return build_dataset("synthetic", split, num_images=size, image_size=self.data_image_size,
+            return build_dataset("synthetic", split, self.root, num_images=size, image_size=self.data_image_size,
                                  num_classes=self.num_classes, seed=self.data_seed)
         options: dict = {"missing": self.missing}
         if self.name.startswith("coco"):

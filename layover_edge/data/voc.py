@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 from layover_edge.core.io import read_text
 
 from .files import FileDataset, class_index, unknown_label
@@ -38,7 +38,7 @@ def find_voc2007(root: Path) -> Path:
 
 def _lines(path: Path) -> list[list[str]]:
     if not path.is_file():
-        raise LayoverError(f"VOC image set file not found: {path}")
+        raise NotFound(f"VOC image set file not found: {path}")
     return [line.split() for line in read_text(path).splitlines() if line.strip()]
 
 
@@ -47,7 +47,7 @@ def _from_xml(voc: Path, ids: list[str], index: dict[str, int]) -> np.ndarray:
     for row, image_id in enumerate(ids):
         path = voc / "Annotations" / f"{image_id}.xml"
         if not path.is_file():
-            raise LayoverError(f"VOC annotation not found: {path}")
+            raise NotFound(f"VOC annotation not found: {path}")
         try:
             objects = ET.parse(path).getroot().findall("object")
         except ET.ParseError as e:

@@ -7,6 +7,7 @@ import torch
 
 from layover_edge.artifacts.checkpoint import BACKBONE, HEAD, read_config, read_tensors, write_checkpoint
 from layover_edge.core.config import ModelConfig
+from layover_edge.core.errors import LayoverError
 
 from .heads import fold_standardisation
 from .model import LayoverModel, build_model, resolve_config
@@ -36,6 +37,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if has_backbone:
         state = read_tensors(path, BACKBONE, model.backbone.model.state_dict(), f"backbone {cfg.backbone}")
         model.backbone.model.load_state_dict(state)
-    model.head.load_state_dict(read_tensors(path, HEAD, model.head.state_dict(), f"{cfg.method} head"))
+    head = read_tensors(path, HEAD, model.head.state_dict(), f"{cfg.method} head")
+    for k, v in head.items():
+        if k.endswith("standardise.std") and not bool((v > 0).all()):
+            raise LayoverError(f"{Path(path) / HEAD}: the tap standardisation σ ({k!r}) holds {v.min().item():g}: "
+                               f"every σ must be positive (training floors it at 10⁻³ of its mean)")
+    model.head.load_state_dict(head)
     fold_standardisation(model.head)
+    if not all(bool(t.isfinite().all()) for t in model.head.state_dict().values() if t.is_floating_point()):
+        raise LayoverError(f"{Path(path) / HEAD}: folding the tap standardisation into W_rs overflows (a σ too "
+                           f"small for float32)")
     return model.to(map_location).eval(), cfg

@@ -51,6 +51,14 @@ class LayoverModel(nn.Module):
         return self.head(z, h, self.backbone.layout(h)), self.head.alpha(z) if self.has_gate else None
 
 
+def unknown_backbone(name: str) -> LayoverError:
+    """The error for a name timm does not know, with the closest names it does."""
+    import difflib
+    close = difflib.get_close_matches(name, timm.list_models() + timm.list_models(pretrained=True), n=3, cutoff=0.7)
+    hint = f"did you mean {', '.join(close)}?" if close else "timm.list_models() lists the names"
+    return LayoverError(f"unknown backbone {name!r}: {hint}")
+
+
 def create_timm(name: str, pretrained: bool = False) -> nn.Module:
     """A timm model without classifier. ``pretrained`` goes through timm's normal loading: the
     Hugging Face hub cache (``HF_HOME``), so it works offline (``HF_HUB_OFFLINE=1``) once cached."""
@@ -58,7 +66,7 @@ def create_timm(name: str, pretrained: bool = False) -> nn.Module:
         return timm.create_model(name, pretrained=pretrained, num_classes=0)
     except RuntimeError as e:
         if "Unknown model" in str(e):
-            raise LayoverError(f"unknown backbone {name!r} (see timm.list_models())") from None
+            raise unknown_backbone(name) from None
         raise
     except OSError as e:  # huggingface_hub's offline / not-found errors are OSErrors
         raise LayoverError(f"cannot get the pretrained weights of {name!r} ({type(e).__name__}): not in the "
@@ -76,7 +84,7 @@ def resolve_config(cfg: ModelConfig) -> ModelConfig:
         return cfg
     pretrained = timm.models.get_pretrained_cfg(cfg.backbone)
     if pretrained is None and not timm.is_model(cfg.backbone.split(".")[0]):
-        raise LayoverError(f"unknown backbone {cfg.backbone!r} (see timm.list_models())")
+        raise unknown_backbone(cfg.backbone)
     trained = trained_preprocess(cfg.weights)
     if trained is not None:
         data = {"input_size": (3, trained.image_size, trained.image_size), "mean": trained.mean, "std": trained.std,

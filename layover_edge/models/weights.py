@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 
 from . import efficientnet
 
@@ -28,7 +28,7 @@ def weights_path(weights: str) -> Path:
         return efficientnet.package_checkpoint(package)
     path = Path(weights)
     if not path.is_file():
-        raise LayoverError(f"weights file not found: {path} (nor a weights package: "
+        raise NotFound(f"weights file not found: {path} (nor a weights package: "
                            f"{', '.join(sorted(efficientnet.PACKAGES.values()))})")
     return path
 

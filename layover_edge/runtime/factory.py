@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 
 from .base import Backend
 
@@ -19,7 +19,7 @@ def kind_of(path: str | Path) -> str:
     if path.suffix in (".engine", ".plan", ".trt"):
         return "tensorrt"
     if not path.exists():
-        raise LayoverError(f"model not found: {path}")
+        raise NotFound(f"model not found: {path}")
     raise LayoverError(f"{path} is not a model layover-edge can run: expected a checkpoint directory, "
                        f"an .onnx file or a TensorRT .engine/.plan")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from layover_edge.artifacts.model_info import ModelInfo
 from layover_edge.artifacts.onnx_metadata import INPUT, OUTPUTS, get_metadata
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 from layover_edge.kernels.identity import PLUGIN_DOMAIN
 
 from .base import Backend
@@ -30,7 +30,7 @@ class OnnxBackend(Backend):
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise LayoverError(f"ONNX file not found: {self.path}")
+            raise NotFound(f"ONNX file not found: {self.path}")
         try:
             proto = onnx.load(str(self.path), load_external_data=False)
         except Exception as e:  # protobuf DecodeError and friends: a truncated or foreign file

@@ -26,7 +26,7 @@ import numpy as np
 
 from layover_edge.artifacts.model_info import ModelInfo
 from layover_edge.artifacts.sidecar import check_compatible, read_sidecar
-from layover_edge.core.errors import LayoverError
+from layover_edge.core.errors import LayoverError, NotFound
 from layover_edge.core.io import sha256
 from layover_edge.core.tensorrt import library_identity, load_plugins
 
@@ -40,7 +40,7 @@ class TensorRTBackend(Backend):
                  cuda_graph: bool = False):
         self.path = Path(path)
         if not self.path.is_file():
-            raise LayoverError(f"engine not found: {self.path}")
+            raise NotFound(f"engine not found: {self.path}")
         self.sidecar = read_sidecar(self.path)
         if sha256(self.path) != self.sidecar["engine_sha256"]:
             raise LayoverError(f"{self.path} is not the engine its sidecar describes (sha256 differs): rebuild it")
