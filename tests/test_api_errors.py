@@ -113,3 +113,14 @@ def test_connect_to_a_listener_that_never_answers():
         silent.listen(4)
         with pytest.raises(le.LayoverError, match="no layover-edge server answers"):
             le.connect(f"127.0.0.1:{silent.getsockname()[1]}", "http")
+
+
+def test_le_export_stays_the_api_function_once_the_export_package_is_imported():
+    """Python sets a loaded subpackage on its parent: `import layover_edge.export.pipeline` (as parity
+    does) used to turn `le.export(...)` into "'module' object is not callable"."""
+    import importlib
+
+    import layover_edge as le
+    importlib.import_module("layover_edge.export.pipeline")
+    from layover_edge import api
+    assert le.export is api.export and callable(le.export)
