@@ -73,7 +73,7 @@ DEFAULT_ROOT = REPO / ".." / "shared" / "coco2017-mini"
 BACKBONES = {f"tf_efficientnet_lite{k}": f"efficientnet-lite{k}" for k in range(3)}
 # the probe's C grid: the issue's sweep found 47.7-49.9 mAP over C 0.005-1 on this data
 PROBE_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-QUICK = {"seeds": [0, 1], "taps": [1, 2], "steps": 100, "parity_images": 64}
+QUICK = {"seeds": [0, 1], "taps": [1, 2], "steps": 100, "parity_images": 32}
 COLUMNS = ("test mAP", "Δ LP", "sel mAP", "AP small", "AP large", "mAP hard", "mean α", "params", "extra params",
            "extra MACs", "train s")
 
@@ -320,7 +320,7 @@ def backbone_text(bb: str, doc: dict) -> str:
     ft = doc.get("ft")
     if ft:
         lines += ["", f"FT (tap @{ft['tap']}, {ft['mix']} mix, every weight trained; seed 0 only, budget "
-                      f"{ft['budget s']:g} s): {ft['epochs']} epochs ran (best {ft['best epoch']}), "
+                      f"{ft['budget s']:g} s): {ft['epochs']} epoch(s) ran (best {ft['best epoch']}), "
                       f"{ft['train s']} s of training, {ft['wall s']} s wall; test mAP {ft['test mAP']:.1f} "
                       f"(seed 0's LP: {doc['per_seed']['0']['LP']['test mAP']:.1f}), small AP "
                       f"{ft['AP small']:.1f}, large AP {ft['AP large']:.1f}, hard mAP {ft['mAP hard']:.1f}, "

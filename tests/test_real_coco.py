@@ -75,7 +75,7 @@ def test_quick_study_on_real_photos(tmp_path, request):
         assert chosen["test mAP"] == rows[chosen["head"]]["test mAP"]
     parity = doc["parity"]
     reference, fp32 = parity["PyTorch FP32 (checkpoint)"], parity["ONNX Runtime FP32"]
-    assert reference["images"] == fp32["images"] == 64
+    assert reference["images"] == fp32["images"] == real_coco.QUICK["parity_images"]
     assert abs(fp32["Δ mAP"]) < 0.05 and fp32["gate"] == "pass", fp32
     fp16 = parity["ONNX Runtime FP16"]
     assert "note" in fp16 or math.isfinite(fp16["Δ mAP"])
