@@ -67,7 +67,10 @@ def cli(*args, timeout: float = 300, **kw) -> Outcome:
 
 
 def start(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "layover_edge", *map(str, args)], env=ENV, text=True, **kw)
+    # SIGINT as a terminal's foreground process has it: a shell runs background jobs with SIGINT ignored,
+    # and a child inherits that (Python then installs no KeyboardInterrupt handler at all)
+    return subprocess.Popen([sys.executable, "-m", "layover_edge", *map(str, args)], env=ENV, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def wait_for(predicate: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
