@@ -23,7 +23,8 @@ from layover_edge.core.config import MIXES, ModelConfig, TrainConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import exclusive, write_json, write_text
 from layover_edge.core.tables import format_table
-from layover_edge.models import build_model, load_checkpoint, resolve_config, save_checkpoint, stage_modules
+from layover_edge.models import (build_backbone, build_model, load_checkpoint, resolve_config, save_checkpoint,
+                                 stage_modules)
 
 from .batches import cached_split
 from .evaluate import size_metrics
@@ -88,14 +89,16 @@ def select(base: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: str | Pa
     out = Path(out)
     cache = Path(cache) if cache else out / "features"
     base = resolve_config(replace(base, method="lp"))
+    with torch.device("meta"):  # the stages, before any extraction: no weights, no memory
+        stages = build_backbone(base, taps=None, load_weights=False).taps
+    unknown = sorted(set(taps or []) - set(stages))
+    if unknown:
+        raise LayoverError(f"taps {unknown} are not stages of {base.backbone} (it has {stages})")
     with exclusive(out, "run folder") if distributed.is_main() else nullcontext():
         claim_run_folder(out, False, overwrite)
         train = cached_split(base, train_ds, "train", cache, tcfg, progress)
         val = cached_split(base, val_ds, "val", cache, tcfg, progress)
-        unknown = sorted(set(taps or []) - set(train.taps))
-        if unknown:
-            raise LayoverError(f"taps {unknown} are not stages of {base.backbone} (it has {train.taps})")
-        kinds = candidates(taps or train.taps, mixes, concat)
+        kinds = candidates(taps or stages, mixes, concat)
         result = None
         if distributed.is_main():
             result = sweep_all(base, tcfg, train_ds, val_ds, train, val, out, kinds, progress)
