@@ -72,18 +72,25 @@ def sweeps(cfg: ModelConfig, tcfg: TrainConfig, cache_root: Path | None) -> bool
     return tcfg.recipe == "sweep" and cache_root is not None and trains_from_cache(cfg)
 
 
+def sweep_model(cfg: ModelConfig, tcfg: TrainConfig, train: tuple, val: tuple, progress: bool):
+    """(SweepResult, the model holding its best head) for ``cfg``'s head kind, swept on the cached
+    (pooled tap, z, targets) of the training and validation splits."""
+    (p, z, y), (vp, vz, vy) = train, val
+    kind = HeadKind(cfg.method, None if cfg.method == "lp" else cfg.tap, cfg.mix if cfg.method == "rm" else None)
+    r = sweep(kind, (z, p, y), (vz, vp, vy), bank_stats(z, p), tcfg.sweep_lrs, tcfg.sweep_weight_decays,
+              sweep_steps(tcfg, len(z)), tcfg.batch_size, tcfg.seed, progress)
+    model = build_model(cfg)
+    model.head.load_state_dict(r.head.state_dict())
+    return r, model
+
+
 def sweep_run(cfg: ModelConfig, tcfg: TrainConfig, train, val, out: Path, progress: bool) -> FitResult:
     """The sweep's best head as a run: ``best/``, and ``metrics.json`` with every grid point. A sweep
     takes seconds from the cache and is deterministic, so it keeps no resume state: run again, it
     gives the same head. ``train``, ``val``: the splits' feature caches."""
     tap = None if cfg.method == "lp" else cfg.tap
-    p, z, y = train.tensors(tap)
-    vp, vz, vy = val.tensors(tap)
-    kind = HeadKind(cfg.method, tap, cfg.mix if cfg.method == "rm" else None)
-    r = sweep(kind, (z, p, y), (vz, vp, vy), bank_stats(z, p), tcfg.sweep_lrs, tcfg.sweep_weight_decays,
-              sweep_steps(tcfg, len(z)), tcfg.batch_size, tcfg.seed, progress)
-    model = build_model(cfg)
-    model.head.load_state_dict(r.head.state_dict())
+    vy = val.tensors(tap)[2]
+    r, model = sweep_model(cfg, tcfg, train.tensors(tap), val.tensors(tap), progress)
     m = multilabel_metrics(r.scores, vy.numpy())
     best = {"step": r.step, **{k: m[k] for k in METRIC_KEYS}}
     if r.alpha is not None:

@@ -29,9 +29,8 @@ from layover_edge.models import (build_backbone, build_model, load_checkpoint, r
 from .batches import cached_split
 from .evaluate import size_metrics
 from .metrics import METRIC_KEYS, multilabel_metrics
-from .run import claim_run_folder
-from .schedule import sweep_steps
-from .sweep import HeadKind, bank_stats, sweep
+from .run import claim_run_folder, sweep_model
+from .sweep import HeadKind
 
 COLUMNS = ("mAP", "AP small", "AP large", "mAP hard", "mean α", "params", "extra params", "extra MACs", "lr",
            "wd", "step", "train s")
@@ -115,12 +114,9 @@ def sweep_all(base: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, train, val
         bar.set_postfix_str(kind.name)
         if kind.tap not in features:  # one read of each tap's features for every head kind of that tap
             features = {kind.tap: (train.tensors(kind.tap), val.tensors(kind.tap))}
-        (p, z, y), (vp, vz, vy) = features[kind.tap]
-        r = sweep(kind, (z, p, y), (vz, vp, vy), bank_stats(z, p), tcfg.sweep_lrs, tcfg.sweep_weight_decays,
-                  sweep_steps(tcfg, len(z)), tcfg.batch_size, tcfg.seed, progress=False)
         cfg = kind_config(base, kind)
-        model = build_model(cfg)
-        model.head.load_state_dict(r.head.state_dict())
+        r, model = sweep_model(cfg, tcfg, *features[kind.tap], progress=False)
+        vy = features[kind.tap][1][2]
         path = save_checkpoint(model, cfg, out / "candidates" / slug(kind), extra={
             "metrics": {"mAP": r.val_mAP}, "train": tcfg.to_dict(),
             "sweep": {"lr": r.lr, "weight_decay": r.weight_decay, "step": r.step}})
