@@ -71,7 +71,7 @@ def export_all(checkpoint: str | Path, out: str | Path, ec: ExportConfig | None 
         info = ModelInfo.from_metadata(get_metadata(onnx.load(str(portable), load_external_data=False), portable))
         try:
             images = calibration_images(ec.calib_data, info, ec.calib_size, data_root, progress)
-            quantize_int8(portable, out / FILES["int8"], images, ec.calib_method, quiet=not progress)
+            quantize_int8(portable, out / FILES["int8"], images, ec.calib_method, not progress, ec.int8_float)
         except LayoverError as e:  # the FP32 graphs are already written and checked: say they stay
             kept = ", ".join(rows[form]["file"] for form in rows)
             raise LayoverError(f"{e} (no {FILES['int8']} written; the FP32 files {kept} are complete and kept)") \

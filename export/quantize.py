@@ -14,13 +14,17 @@ All keep the head (RS sigmoid, α gate, mix, classifier) and the output sigmoid 
 node list is in the graph's metadata (``high_precision_nodes``), the same list the TensorRT 10
 FP16 build pins to FP32.
 
-Why the INT8 graph stays FP32 outside its Q/DQ pairs, though a strongly typed build then runs those
-ops in FP32/TF32 (possibly slower than the FP16 engine: a device has to measure it): ModelOpt's own
-``high_precision_dtype="fp16"`` converts by op type only (its ``_convert_to_runtime_precision``
-never sees ``nodes_to_exclude``: nvidia-modelopt 0.47 quantization/precision_utils.py l.74-82), so
-it would turn the head FP16 too; and AutoCast on the quantized graph, head excluded by name, scored
-7.2 mAP where FP32 scores 51.5 on 250 real COCO photos through ONNX Runtime (the Q/DQ graph's FP16
-rewrite is broken there, cause not found), so it is not used.
+Outside its Q/DQ pairs the INT8 graph is FP16 by default (``int8_float``), so a strongly typed build
+does not run those ops in FP32/TF32: ModelOpt quantizes with ``high_precision_dtype="fp32"`` and
+AutoCast then converts the rest with the head excluded by name, because ModelOpt's own
+``high_precision_dtype="fp16"`` converts by op type only (its ``_convert_to_runtime_precision`` never
+sees ``nodes_to_exclude``: nvidia-modelopt 0.47 quantization/precision_utils.py l.74-82) and would
+turn the head FP16 too. AutoCast's reference run, which keeps any node whose values leave FP16's
+range in FP32, sees the first ``REFERENCE_IMAGES`` calibration images: it holds every activation of
+what it is given at once (all 255 photos of coco2017-mini's train split took 23 GB).
+``int8_float="fp32"`` keeps the float ops FP32, for a device to compare the two engines. ONNX
+Runtime runs the FP16 form correctly only with one of its passes off (``runtime/onnx_backend.py``,
+``FP16_QDQ_DISABLED``); TensorRT runs no such pass.
 
 Only the portable form is converted: ModelOpt would need TensorRT to
 run the plugin node.
@@ -40,10 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from layover_edge.artifacts.onnx_metadata import check_onnx, get_metadata, set_metadata
+from layover_edge.core.config import INT8_FLOATS
 from layover_edge.core.errors import LayoverError
 from layover_edge.core.io import atomic_path
 
 CALIB_METHODS = ("max", "entropy")
+REFERENCE_IMAGES = 8
 ORT_QUANTIZER = "onnxruntime-qoperator"  # metadata "quantizer" of quantize_int8_ort's graphs
 INSTALL_HINT = ('ModelOpt is not installed: pip install "nvidia-modelopt>=0.44" onnxslim onnxconverter-common '
                 'lief cppimport (or pip install "layover-edge[int8]")')
@@ -74,12 +80,19 @@ def _exact(names: list[str]) -> list[str]:
     return [f"^{re.escape(n)}$" for n in names]
 
 
-class _DropNoGpuNotice(logging.Filter):
-    """ModelOpt logs "ERROR: Failed to get GPU count: NVML ..." on every machine without a GPU, where
-    nothing is wrong and calibration runs on the CPU as asked."""
+class _DropExpectedNotices(logging.Filter):
+    """ModelOpt's notices of what is expected here, which a user can do nothing about: "ERROR: Failed
+    to get GPU count: NVML ..." on every machine without a GPU (calibration runs on the CPU as
+    asked), and AutoCast's on every Q/DQ graph it converts: the opset raised to 19 for FP16 scales,
+    shared constants duplicated, and values below FP16's smallest subnormal set to 6e-8 (the scales
+    of channels whose weights or activations are all but zero)."""
+
+    NOTICES = ("Failed to get GPU count", "Updating minimum opset", "Shared constants were detected",
+               "smaller than smallest fp16 value")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Failed to get GPU count" not in record.getMessage()
+        message = record.getMessage()
+        return not any(n in message for n in self.NOTICES)
 
 
 class _NotModelOpt(logging.Filter):
@@ -124,20 +137,23 @@ def _modelopt_output(quiet: bool, batches: int | None = None):
     installs on what is then ``sys.stdout`` go to stderr (nowhere with ``quiet``), never into stdout
     (--json), the per-batch calibration lines as one bar over ``batches``; its records are not
     repeated by the root logger it also propagates to (under ``quiet`` the root logger is the one
-    that shows its errors); the no-GPU notice is dropped."""
+    that shows its errors); the expected notices are dropped."""
     from tqdm.auto import tqdm
-    own, notice, once = logging.getLogger("modelopt.onnx"), _DropNoGpuNotice(), _NotModelOpt()
+    notice, once = _DropExpectedNotices(), _NotModelOpt()
+    own = [logging.getLogger(name) for name in ("modelopt.onnx", "modelopt.onnx.autocast")]
     handlers = [] if quiet else logging.getLogger().handlers[:]
     bar = tqdm(total=batches, desc="INT8 calibration", unit="batch", disable=quiet, file=sys.stderr)
     sink = open(os.devnull, "w") if quiet else _CalibrationProgress(sys.stderr, bar)
-    own.addFilter(notice)
+    for logger in own:
+        logger.addFilter(notice)
     for h in handlers:
         h.addFilter(once)
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield
     finally:
-        own.removeFilter(notice)
+        for logger in own:
+            logger.removeFilter(notice)
         for h in handlers:
             h.removeFilter(once)
         bar.close()
@@ -152,9 +168,10 @@ def _static_batch(onnx_path: Path) -> int:
 
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarray, method: str = "max",
-                  quiet: bool = False) -> Path:
-    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU; ``quiet``
-    silences ModelOpt's and ONNX Runtime's progress."""
+                  quiet: bool = False, int8_float: str = INT8_FLOATS[0]) -> Path:
+    """Q/DQ INT8 copy of a portable FP32 graph, calibrated on ``images`` (N, 3, S, S) on CPU, its other
+    float ops in ``int8_float`` (the head FP32 either way); ``quiet`` silences ModelOpt's and ONNX
+    Runtime's progress."""
     import onnx
     try:
         from modelopt.onnx.quantization import quantize
@@ -162,6 +179,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarra
         raise LayoverError(INSTALL_HINT) from None
     if method not in CALIB_METHODS:
         raise LayoverError(f"unknown calibration method {method!r}; choose one of {CALIB_METHODS}")
+    if int8_float not in INT8_FLOATS:
+        raise LayoverError(f"unknown INT8 float type {int8_float!r}; choose one of {INT8_FLOATS}")
     onnx_path = Path(onnx_path)
     _, meta = _source(onnx_path)
     with tempfile.TemporaryDirectory(prefix="layover-int8-") as tmp:
@@ -169,18 +188,28 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, images: np.ndarra
         shutil.copyfile(onnx_path, src)  # ModelOpt writes intermediate files beside its input
         head = _exact(meta["high_precision_nodes"])
         try:
-            batch = _static_batch(src) or 1  # ModelOpt feeds the graph's batch, one image on a dynamic axis
-            with _modelopt_output(quiet, -(-len(images) // batch)):
+            static = _static_batch(src)  # ModelOpt feeds the graph's batch, one image on a dynamic axis
+            with _modelopt_output(quiet, -(-len(images) // (static or 1))):
                 quantize(str(src), quantize_mode="int8", calibration_data={meta["input"]: images},
                          calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
                          nodes_to_exclude=head, op_types_to_exclude=["Sigmoid"],
                          high_precision_dtype="fp32", log_level="ERROR" if quiet else "WARNING")
+                reference = {meta["input"]: images[:static or REFERENCE_IMAGES]}
+                proto = _fp16_outside(dst, head, reference) if int8_float == "fp16" else onnx.load(str(dst))
         except Exception as e:  # ModelOpt surfaces ORT and graph errors as many types
             raise LayoverError(f"INT8 quantization failed: {str(e).strip().splitlines()[0]}") from None
-        proto = onnx.load(str(dst))
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return _finish(proto, meta, "int8", Path(out_path),
-                   {"opset": opset, "calibration": {"images": int(len(images)), "method": method}})
+                   {"opset": opset, "int8_float": int8_float,
+                    "calibration": {"images": int(len(images)), "method": method}})
+
+
+def _fp16_outside(qdq_path: Path, head: list[str], reference: dict[str, np.ndarray]):
+    """The Q/DQ graph with every float op but the head's and the sigmoids in FP16 (scales included)."""
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+    return convert_to_mixed_precision(str(qdq_path), low_precision_type="fp16", keep_io_types=True,
+                                      nodes_to_exclude=head, op_types_to_exclude=["Sigmoid"],
+                                      calibration_data=reference)
 
 
 def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:

@@ -60,3 +60,53 @@ def fake_engine(tmp_path, **changes):
     sidecar = make_sidecar(req, "10.3.0", "Orin", "8.7", 1.0) | changes
     sidecar_path(engine).write_text(json.dumps(sidecar))
     return engine, sidecar
+
+
+def fp16_qdq_conv_onnx(path):
+    """image (B,3,8,8) -> FP16 -> Q/DQ -> 1x1 Conv (per-channel Q/DQ weights, float bias) -> Clip 0..6
+    -> Q/DQ -> GlobalAveragePool -> Flatten -> FP32 head: an INT8 graph FP16 outside its Q/DQ pairs, as
+    export --int8 writes it, with scales whose product is subnormal in FP16 (input 0.05 × weight 1e-4)
+    and a bias that is large against that product. Returns the path and the NumPy reference of it."""
+    from onnx import TensorProto, helper, numpy_helper
+    h = np.float16
+    w_scale = np.array([1e-4, 2e-4, 3e-4, 5e-4], h)
+    w_int = np.arange(-48, 48, 8, dtype=np.int8).reshape(4, 3, 1, 1)
+    bias, a_scale, y_scale, head = np.array([2.0, -1.0, 3.5, 0.5], h), h(0.05), h(6 / 127), np.ones((4, 2), np.float32)
+    nodes = [helper.make_node("Cast", ["image"], ["xh"], to=TensorProto.FLOAT16, name="to_half"),
+             helper.make_node("QuantizeLinear", ["xh", "a_scale", "zero"], ["xq"], name="x_q"),
+             helper.make_node("DequantizeLinear", ["xq", "a_scale", "zero"], ["xd"], name="x_dq"),
+             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=0, name="w_dq"),
+             helper.make_node("Conv", ["xd", "wd", "bias"], ["c"], name="conv"),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["r"], name="relu6"),
+             helper.make_node("QuantizeLinear", ["r", "y_scale", "zero"], ["rq"], name="r_q"),
+             helper.make_node("DequantizeLinear", ["rq", "y_scale", "zero"], ["rd"], name="r_dq"),
+             helper.make_node("GlobalAveragePool", ["rd"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["fh"], name="flat"),
+             helper.make_node("Cast", ["fh"], ["f"], to=TensorProto.FLOAT, name="to_float"),
+             helper.make_node("MatMul", ["f", "head"], ["logits"], name="node_linear_0"),
+             helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="node_sigmoid")]
+    inits = [numpy_helper.from_array(v, n) for n, v in (
+        ("a_scale", a_scale), ("y_scale", y_scale), ("zero", np.array(0, np.int8)), ("w", w_int),
+        ("w_scale", w_scale), ("w_zero", np.zeros(4, np.int8)), ("bias", bias), ("lo", h(0)), ("hi", h(6)),
+        ("head", head))]
+    graph = helper.make_graph(
+        nodes, "fp16_qdq", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 2]) for n in ("logits", "probabilities")],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    set_metadata(model, {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8,
+                         "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp",
+                         "backbone": "tiny", "tap": 1, "rs": "linear", "opset": 19, "form": "portable",
+                         "precision": "int8", "input": "image", "outputs": ["logits", "probabilities"],
+                         "high_precision_nodes": ["node_linear_0", "node_sigmoid"]})
+    onnx.save(model, str(path))
+
+    def reference(x):
+        f = np.float64
+        xd = np.clip(np.rint(x.astype(h).astype(f) / f(a_scale)), -128, 127) * f(a_scale)
+        wd = w_int[:, :, 0, 0].astype(f) * w_scale.astype(f)[:, None]
+        c = np.einsum("oc,bchw->bohw", wd, xd) + bias.astype(f)[None, :, None, None]
+        rd = np.clip(np.rint(np.clip(c, 0, 6) / f(y_scale)), -128, 127) * f(y_scale)
+        return rd.mean((2, 3)) @ head.astype(f)
+    return path, reference

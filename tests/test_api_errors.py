@@ -90,6 +90,12 @@ def test_unknown_keywords_name_the_close_ones(ckpt, call, words):
     assert words in str(e.value)
 
 
+def test_an_unknown_int8_float_type_is_refused_before_any_export(ckpt, tmp_path):
+    with pytest.raises(le.LayoverError, match=r"int8_float must be one of \('fp16', 'fp32'\), got 'bf16'"):
+        api.export(ckpt, tmp_path / "out", int8=True, int8_float="bf16")
+    assert not (tmp_path / "out").exists()
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -64,3 +64,30 @@ def test_the_selected_head_reaches_the_probe_and_lp(coco_lite0, probe, tmp_path,
     assert rows[winner]["mAP"] >= probe and rows[winner]["mAP"] >= rows["LP"]["mAP"]
     assert all(rows[n]["AP small"] is not None and rows[n]["mAP hard"] is not None for n in rows)
     assert (tmp_path / "run" / "best" / "config.json").is_file()
+
+
+def test_int8_export_fp16_outside_qdq_keeps_the_map(coco_lite0, tmp_path, capsys):
+    """The default INT8 graph (FP16 outside its Q/DQ pairs, the head FP32), calibrated on train2017
+    photos, against the PyTorch checkpoint on all val2017 photos through ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto
+    root, _ = coco_lite0
+    ckpt = tmp_path / "run" / "best"
+    train(coco_lite0, tmp_path, capsys, "--method", "rm")
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "x"), "--form", "portable", "--int8", "--calib-data",
+                 "coco2017:train", "--calib-size", "64", "--data-root", str(root), "--quiet", "--json"]) == 0
+    graph = tmp_path / "x" / "model.int8.onnx"
+    proto = onnx.load(str(graph))
+    types = {t.name: t.data_type for t in proto.graph.initializer}
+    head = set(json.loads({p.key: p.value for p in proto.metadata_props}["high_precision_nodes"]))
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert convs and all(types.get(n.input[2]) == TensorProto.FLOAT16 for n in convs if len(n.input) > 2)
+    floats = {i: t for i, t in types.items() if t in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+    head_weights = [i for n in proto.graph.node if n.name in head for i in n.input if i in floats]
+    assert head_weights and all(floats[i] == TensorProto.FLOAT for i in head_weights)
+    capsys.readouterr()
+    code = main(["parity", str(ckpt), "--against", str(graph), "--data", "coco2017:val", "--data-root", str(root),
+                 "--out", str(tmp_path / "parity"), "--quiet", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["passed"], result["checks"]
+    assert result["task"]["delta"]["mAP"] >= -1.0 and result["num_images"] == 250

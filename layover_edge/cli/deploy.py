@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from layover_edge.core.config import MAX_BATCH, MIN_CALIB, RECOMMENDED_CALIB, ExportConfig, ServeConfig
+from layover_edge.core.config import INT8_FLOATS, MAX_BATCH, MIN_CALIB, RECOMMENDED_CALIB, ExportConfig, ServeConfig
 from layover_edge.core.errors import LayoverError
 from layover_edge.export.targets import TARGETS
 
@@ -14,8 +14,11 @@ E = ExportConfig()
 
 def cmd_export(args) -> int:
     from layover_edge.export.pipeline import export_all, export_text
-    ec = ExportConfig(args.form, args.int8, args.fp16, args.calib_data, args.calib_size, args.calib_method, args.opset,
-                      args.static_batch, args.triton_repo, args.triton_engine, args.triton_max_batch, args.overwrite)
+    ec = ExportConfig(forms=args.form, int8=args.int8, fp16=args.fp16, calib_data=args.calib_data,
+                      calib_size=args.calib_size, calib_method=args.calib_method, int8_float=args.int8_float,
+                      opset=args.opset, static_batch=args.static_batch, triton_repo=args.triton_repo,
+                      triton_engine=args.triton_engine, triton_max_batch=args.triton_max_batch,
+                      overwrite=args.overwrite)
     rows = export_all(args.checkpoint, args.out, ec, args.data_root, progress=not args.quiet)
     emit(args, {"checkpoint": args.checkpoint, "files": rows}, export_text(args.checkpoint, rows))
     return 0
@@ -78,6 +81,9 @@ def add_parsers(sub) -> None:
                         f"below {MIN_CALIB})")
     g.add_argument("--calib-method", choices=("max", "entropy"), default=E.calib_method,
                    help="activation range calibration (default: %(default)s)")
+    g.add_argument("--int8-float", choices=INT8_FLOATS, default=E.int8_float,
+                   help="the INT8 graph's float ops outside its Q/DQ pairs (default: %(default)s; the head stays "
+                        "FP32 either way; fp32 makes a strongly typed engine run them in FP32/TF32)")
     g.add_argument("--data-root", default=None, help="data set directory, for data sets read from disk")
     g = p.add_argument_group("Triton Inference Server model repository")
     g.add_argument("--triton-repo", default=None, metavar="DIR",

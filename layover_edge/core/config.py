@@ -37,6 +37,9 @@ MAX_BATCH = 4096
 # INT8 calibration images: fewer than MIN_CALIB cannot give stable activation ranges (an error),
 # fewer than RECOMMENDED_CALIB get a warning; TensorRT recommends about 500 for CNNs and ViTs.
 MIN_CALIB, RECOMMENDED_CALIB = 32, 300
+# The float type of an INT8 graph's ops outside its Q/DQ pairs, the default first; the head stays FP32
+# (export/quantize.py says why FP16 is the default).
+INT8_FLOATS = ("fp16", "fp32")
 
 
 def check_preprocess(image_size: Any, mean: Any, std: Any, interpolation: Any) -> None:
@@ -235,6 +238,7 @@ class ExportConfig:
     calib_data: str | None = None   # NAME:SPLIT[:key=value,...] or a .npy of preprocessed images
     calib_size: int = 512           # TensorRT recommends about 500 images
     calib_method: str = "entropy"
+    int8_float: str = INT8_FLOATS[0]
     opset: int = 18                 # torch's dynamo exporter writes 18; its down-conversion to 17 fails
     static_batch: int | None = None  # fix the batch axis (DLA) instead of a dynamic one
     triton_repo: str | None = None   # also write a Triton model repository here (export/triton_repo.py)
@@ -245,6 +249,8 @@ class ExportConfig:
     def __post_init__(self) -> None:
         checks.positive_int(self.calib_size, "calib_size")
         checks.positive_int(self.opset, "opset")
+        if self.int8_float not in INT8_FLOATS:
+            raise LayoverError(f"int8_float must be one of {INT8_FLOATS}, got {self.int8_float!r}")
         for name in ("static_batch", "triton_max_batch"):
             if getattr(self, name) is not None:
                 checks.integer(getattr(self, name), name, 1, MAX_BATCH)
