@@ -41,6 +41,8 @@ def test_libraries_that_cannot_be_used_say_why(tmp_path):
         pytest.skip("no libm to load")
     foreign = by_name(run_checks(kernels_lib=libm))["CUDA kernel library"]
     assert not foreign.ok and "does not export layover_fused_mix" in foreign.detail
+    plugin = by_name(run_checks(plugins_lib=libm))["TensorRT plugin"]
+    assert not plugin.ok and "does not export getCreators (--plugins takes liblayover_plugins.so" in plugin.detail
 
 
 def test_doctor_verb_prints_json_and_a_table(capsys):

@@ -162,7 +162,8 @@ def numpy_check(numpy_version: str, jetson: str | None, system: str | None) -> C
                  enables)
 
 
-def _library(component: str, path: str | None, symbol: str, enables: str, hint: str) -> Check:
+def _library(component: str, path: str | None, symbol: str, enables: str, hint: str, wrong: str = "") -> Check:
+    """``wrong``: what to add when ``path`` loads but lacks ``symbol``."""
     if not path:
         return Check(component, False, f"not given ({hint})", enables)
     try:
@@ -170,7 +171,7 @@ def _library(component: str, path: str | None, symbol: str, enables: str, hint: 
     except OSError as e:
         return Check(component, False, f"cannot load {path}: {e}", enables)
     if not hasattr(lib, symbol):
-        return Check(component, False, f"{path} does not export {symbol}", enables)
+        return Check(component, False, f"{path} does not export {symbol}{wrong}", enables)
     return Check(component, True, path, enables)
 
 
@@ -200,7 +201,10 @@ def run_checks(kernels_lib: str | None = None, plugins_lib: str | None = None) -
     checks.append(_cuda_majors())
     plugin = _library("TensorRT plugin", plugins_lib, "getCreators",
                       "engines from model.plugin.onnx (one LayoverFusedMix node)",
-                      "cmake -S . -B build -DTENSORRT_ROOT=...; --plugins build/liblayover_plugins.so")
+                      "cmake -S . -B build -DTENSORRT_ROOT=...; --plugins build/liblayover_plugins.so",
+                      " (--plugins takes liblayover_plugins.so, which TensorRT's loadLibrary reads; "
+                      "liblayover_plugins_static.so exports nothing: it registers itself when loaded, for "
+                      "LD_PRELOAD, Triton and trtexec --staticPlugins)")
     if plugin.ok and trt_mod is None:
         plugin = Check(plugin.component, False, f"{plugin.detail} loads, but TensorRT is missing", plugin.enables)
     checks.append(plugin)
