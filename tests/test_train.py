@@ -194,6 +194,17 @@ def test_ft_trains_from_images_end_to_end(tmp_path):
     assert result.history[0]["epoch"] == 1 and best.head.rs is not None
 
 
+def test_a_budget_shorter_than_one_ft_epoch_trains_one_and_says_so(tmp_path, caplog):
+    import logging
+    cfg = ModelConfig(backbone="test_convnext", num_classes=5, weights="none", method="ft", image_size=48)
+    with caplog.at_level(logging.WARNING):
+        result, _ = train_run(cfg, TrainConfig(batch_size=8, device="cpu", budget_s=1e-3),
+                              SyntheticScenes("train", 16, 48, 5), SyntheticScenes("val", 8, 48, 5), tmp_path, None,
+                              progress=False)
+    assert [h["epoch"] for h in result.history] == [1]
+    assert "--budget 0 s is shorter than one epoch" in caplog.text and "training one epoch anyway" in caplog.text
+
+
 def test_on_epoch_can_end_training_early(tmp_path):
     torch.manual_seed(0)
     model, cfg = tiny_model("rm")

@@ -18,6 +18,7 @@ sharded by a DistributedSampler and trained with DDP, cached heads train on rank
 """
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -40,6 +41,8 @@ from .metrics import METRIC_KEYS, multilabel_metrics
 from .resume import check_resume, read_state, run_identity
 from .schedule import ft_epochs, plan_ft, steps_per_epoch, stop_before, sweep_steps
 from .sweep import HeadKind, bank_stats, sweep
+
+log = logging.getLogger(__name__)
 
 # Below this mean gate the RM branch contributes almost nothing: RM has collapsed to LP.
 GATE_CLOSED = 0.05
@@ -119,7 +122,11 @@ def image_schedule(cfg: ModelConfig, tcfg: TrainConfig, train_ds, val_ds, out: P
         total = read_state(out / "last.pt", mmap=True)["scheduler"].get("total_steps", 0)
         epochs = max(1, total // steps_per_epoch(len(train_ds), tcfg.batch_size))
     else:
-        epochs = max(1, plan_ft(cfg, replace(tcfg, epochs=epochs), train_ds, val_ds, tcfg.budget_s)["epochs"])
+        plan = plan_ft(cfg, replace(tcfg, epochs=epochs), train_ds, val_ds, tcfg.budget_s)
+        if plan["epochs"] == 0:
+            log.warning("--budget %.0f s is shorter than one epoch (about %.0f s here, from timed steps): training "
+                        "one epoch anyway", tcfg.budget_s, plan["epoch_s"])
+        epochs = max(1, plan["epochs"])
     guard = stop_before(deadline)
     return replace(tcfg, epochs=epochs), (guard if on_epoch is None else lambda row: guard(row) or on_epoch(row))
 
