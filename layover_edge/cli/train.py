@@ -183,7 +183,8 @@ def add_parsers(sub) -> None:
                    help="--method auto: the taps to try (default: every stage)")
     g.add_argument("--budget", type=POSITIVE_NUMBER, default=None, metavar="SECONDS",
                    help="FT under the sweep recipe: wall-clock seconds; its epochs are planned from its first "
-                        "steps, timed (default: no limit)")
+                        "steps, timed, and at least one runs (a warning says when even that one will not fit) "
+                        "(default: no limit)")
     g.add_argument("--epochs", type=POSITIVE, default=T.epochs, help="--recipe paper: epochs (default: %(default)s)")
     g.add_argument("--lr", type=POSITIVE_NUMBER, default=T.lr,
                    help="--recipe paper, and FT: OneCycle max lr of the head (default: %(default)s)")
