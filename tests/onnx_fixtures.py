@@ -6,6 +6,15 @@ from layover_edge.artifacts.onnx_metadata import FORMAT, set_metadata
 from layover_edge.kernels.identity import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 
+def metadata(**changes) -> dict:
+    """The layover-edge metadata of these hand-built 8 px, two-label graphs."""
+    return {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8, "mean": [0.5] * 3,
+            "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp", "backbone": "tiny", "tap": 1,
+            "rs": "linear", "opset": 18, "form": "portable", "precision": "fp32", "input": "image",
+            "outputs": ["logits", "probabilities"],
+            "high_precision_nodes": ["node_linear_0", "node_linear_0_bias", "node_sigmoid"]} | changes
+
+
 def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
     """image (B,3,8,8) -> GlobalAveragePool -> Flatten -> MatMul + Add -> logits, Sigmoid -> probabilities
     (the head as export writes it: a Gemm split into MatMul + Add, export/head.py)."""
@@ -37,11 +46,7 @@ def tiny_onnx(path, precision="fp32", plugin=False, batch="batch"):
         [numpy_helper.from_array(np.ones((3, 2), np.float32), "w"), numpy_helper.from_array(np.zeros((1, 2), np.float32), "b"),
          *extra])
     model = helper.make_model(graph, opset_imports=opsets)
-    set_metadata(model, {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8,
-                         "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp",
-                         "backbone": "tiny", "tap": 1, "rs": "linear", "opset": 18,
-                         "form": "plugin" if plugin else "portable", "precision": precision, "input": "image",
-                         "outputs": ["logits", "probabilities"], "high_precision_nodes": ["node_linear_0", "node_linear_0_bias", "node_sigmoid"]})
+    set_metadata(model, metadata(form="plugin" if plugin else "portable", precision=precision))
     onnx.save(model, str(path))
     return path
 
@@ -95,11 +100,7 @@ def fp16_qdq_conv_onnx(path):
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     model.ir_version = 9
-    set_metadata(model, {"format": FORMAT, "labels": ["a", "b"], "thresholds": None, "image_size": 8,
-                         "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear", "method": "lp",
-                         "backbone": "tiny", "tap": 1, "rs": "linear", "opset": 19, "form": "portable",
-                         "precision": "int8", "input": "image", "outputs": ["logits", "probabilities"],
-                         "high_precision_nodes": ["node_linear_0", "node_sigmoid"]})
+    set_metadata(model, metadata(opset=19, precision="int8", high_precision_nodes=["node_linear_0", "node_sigmoid"]))
     onnx.save(model, str(path))
 
     def reference(x):

@@ -71,6 +71,8 @@ def test_int8_export_fp16_outside_qdq_keeps_the_map(coco_lite0, tmp_path, capsys
     photos, against the PyTorch checkpoint on all val2017 photos through ONNX Runtime."""
     import onnx
     from onnx import TensorProto
+
+    from layover_edge.artifacts.onnx_metadata import get_metadata
     root, _ = coco_lite0
     ckpt = tmp_path / "run" / "best"
     train(coco_lite0, tmp_path, capsys, "--method", "rm")
@@ -79,7 +81,7 @@ def test_int8_export_fp16_outside_qdq_keeps_the_map(coco_lite0, tmp_path, capsys
     graph = tmp_path / "x" / "model.int8.onnx"
     proto = onnx.load(str(graph))
     types = {t.name: t.data_type for t in proto.graph.initializer}
-    head = set(json.loads({p.key: p.value for p in proto.metadata_props}["high_precision_nodes"]))
+    head = set(get_metadata(proto)["high_precision_nodes"])
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     assert convs and all(types.get(n.input[2]) == TensorProto.FLOAT16 for n in convs if len(n.input) > 2)
     floats = {i: t for i, t in types.items() if t in (TensorProto.FLOAT, TensorProto.FLOAT16)}
